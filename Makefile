@@ -1,0 +1,45 @@
+# The README's commands. Each sets up the virtual environment first when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= INFO
+export DVC_NO_ANALYTICS := 1
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: setup run test test-slow ui bench lint clean
+
+setup: $(STAMP)
+
+# torch first, from the local CPU wheel, then the project with torch pinned on the same line.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/textrnn run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+ui: $(STAMP)
+	@echo "Prefect UI on http://127.0.0.1:4200 — point runs at it with:"
+	@echo "  export PREFECT_API_URL=http://127.0.0.1:4200/api"
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+bench: $(STAMP)
+	$(BIN)/python bench/data_throughput.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tasks flows tests bench
+
+clean:
+	rm -rf $(VENV) .prefect

@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only (pipeline.py), schedules and deployments (serve.py)."""

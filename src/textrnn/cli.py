@@ -1,0 +1,137 @@
+"""`textrnn run | stage NAME | predict | serve | ui`: one entry point for people, dvc.yaml and CI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from textrnn.config import ParamsError, load_params, parse_override
+
+
+def _params_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one param (repeatable), e.g. --set train.epochs=2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textrnn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
+    _params_args(run)
+    stage = sub.add_parser("stage", help="run one stage (what dvc.yaml calls)")
+    stage.add_argument("name", choices=["ingest", "clean", "vocab", "train", "evaluate", "export"])
+    _params_args(stage)
+    predict = sub.add_parser("predict", help="predict with an exported model (no torch needed)")
+    predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else lines on stdin)")
+    predict.add_argument("--model", default="models/export", help="exported bundle folder")
+    predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of texts")
+    predict.add_argument("--text-column", default="text", help="column of --input holding the text")
+    predict.add_argument("--output", help="write predictions here (CSV, JSONL or Parquet by suffix)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    serve = sub.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment")
+    _params_args(serve)
+    return parser
+
+
+def load_from_args(args: argparse.Namespace):
+    overrides = dict(parse_override(text) for text in args.overrides)
+    return load_params(args.params, overrides)
+
+
+def set_local_state_defaults(root: Path) -> None:
+    """Keep Prefect's database, results and cache inside the project, and stay offline."""
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "textrnn")  # stage logs show in the Prefect UI
+
+
+def _log_to_stderr() -> None:
+    """The project's own INFO logs on stderr; other libraries stay at their defaults."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("textrnn")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        logger.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _log_to_stderr()
+    try:
+        return _COMMANDS[args.command](args)
+    except ParamsError as err:
+        print(f"textrnn: invalid params: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = load_from_args(args)  # validate before Prefect starts anything
+    set_local_state_defaults(Path.cwd())
+    from flows.pipeline import pipeline
+
+    overrides = dict(parse_override(text) for text in args.overrides)
+    result = pipeline(params_file=args.params, overrides=overrides)
+    metrics = json.loads(Path(params.paths.metrics).read_text(encoding="utf-8"))
+    print(f"model:    {params.paths.export}/ (ONNX bundle), checkpoint {params.paths.checkpoint}")
+    print(f"metrics:  {params.paths.metrics}, report {params.paths.evaluation}/report.md")
+    print(f"test accuracy: {metrics['test_accuracy']:.4f} (TF-IDF baseline "
+          f"{metrics.get('baseline_test_accuracy', float('nan')):.4f})")
+    return 0 if result is not None else 1
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from textrnn.pipeline import run_stage
+
+    result = run_stage(args.name, load_from_args(args))
+    print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from textrnn.predict import Prediction, Predictor
+    from textrnn.predict_io import read_texts, write_predictions
+
+    reasons: list[str] = []
+    if args.texts:
+        texts = list(args.texts)
+    elif args.input:
+        texts, reasons = read_texts(Path(args.input), args.text_column)
+    else:
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+    predictor = Predictor(args.model)
+    predictions = predictor.predict(texts, batch_size=args.batch_size)
+    # A row that could not even be read keeps that reason (e.g. bad_utf8) rather than "empty".
+    predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons or [""] * len(texts))]
+    if args.output:
+        write_predictions(Path(args.output), texts, predictions, predictor.labels)
+    else:
+        writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+        writer.writerow(["label", *[f"p_{name}" for name in predictor.labels], "reason", "text"])
+        for text, pred in zip(texts, predictions):
+            probs = [f"{pred.probabilities[n]:.4f}" if pred.probabilities else "" for n in predictor.labels]
+            writer.writerow([pred.label, *probs, pred.reason, text])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    params = load_from_args(args)
+    set_local_state_defaults(Path.cwd())
+    from flows.serve import serve
+
+    serve(params, params_file=args.params)
+    return 0
+
+
+_COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve}
+
+if __name__ == "__main__":
+    sys.exit(main())

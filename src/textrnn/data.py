@@ -1,0 +1,110 @@
+"""Encoded splits on disk (memory-mapped), length-bucketed batches, padded tensors-to-be (numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textrnn.io import read_json, write_json_into
+
+_FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}
+
+
+def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> dict:
+    """Stream encoded chunks (ids, offsets, labels, unknown-token count) into flat binary files."""
+    folder.mkdir(parents=True)
+    rows, tokens, unknown = 0, 0, 0
+    lengths: list[np.ndarray] = []
+    with open(folder / "ids.bin", "wb") as ids_f, open(folder / "offsets.bin", "wb") as off_f, \
+            open(folder / "labels.bin", "wb") as lab_f:
+        off_f.write(np.zeros(1, np.int64).tobytes())
+        for ids, offsets, labels, n_unknown in chunks:
+            ids_f.write(ids.astype(np.int32).tobytes())
+            off_f.write((offsets[1:] + tokens).astype(np.int64).tobytes())
+            lab_f.write(labels.astype(np.int64).tobytes())
+            lengths.append(np.diff(offsets).astype(np.int32))
+            rows += len(labels)
+            tokens += len(ids)
+            unknown += n_unknown
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    pct = np.percentile(all_lengths, [50, 90, 99, 100]).tolist() if rows else [0, 0, 0, 0]
+    stats = {"rows": rows, "tokens": tokens, "oov_rate": round(unknown / tokens, 6) if tokens else 0.0,
+             "length_p50": pct[0], "length_p90": pct[1], "length_p99": pct[2], "length_max": pct[3]}
+    write_json_into(folder, "meta.json", {"rows": rows, "tokens": tokens,
+                                          "dtypes": {k: np.dtype(v).name for k, v in _FILES.items()}})
+    return stats
+
+
+@dataclass
+class EncodedSplit:
+    """One split, memory-mapped: row i's ids are ids[offsets[i]:offsets[i+1]]."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EncodedSplit:
+        folder = Path(folder)
+        meta = read_json(folder / "meta.json")
+        shapes = {"ids": meta["tokens"], "offsets": meta["rows"] + 1, "labels": meta["rows"]}
+        arrays = {}
+        for name, dtype in _FILES.items():
+            path = folder / f"{name}.bin"
+            expected = shapes[name] * np.dtype(dtype).itemsize
+            if not path.exists() or path.stat().st_size != expected:
+                raise ValueError(f"{path}: missing or wrong size (expected {expected} bytes); rerun the vocab stage")
+            arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=(shapes[name],)) if expected else \
+                np.zeros(0, dtype)
+        return cls(**arrays)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def padded(self, rows: np.ndarray, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows → (ids [B, T] int64, lengths [B] int64, labels [B] int64), right-padded with pad_id.
+
+        Every row keeps at least one position (an empty text is one pad token) so RNNs never see length 0.
+        """
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        width = max(int(lengths.max(initial=0)), 1)
+        position = np.arange(width)[None, :]
+        inside = position < lengths[:, None]
+        gather = np.where(inside, starts[:, None] + position, 0)
+        ids = np.where(inside, self.ids[gather] if len(self.ids) else 0, pad_id).astype(np.int64)
+        return ids, np.maximum(lengths, 1).astype(np.int64), np.asarray(self.labels[rows], dtype=np.int64)
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     bucket_size: int = 50) -> list[np.ndarray]:
+    """Batches of row indices with little padding: shuffle rows, cut into buckets of `bucket_size` batches,
+    sort each bucket by length, cut it into batches, then shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    span = batch_size * bucket_size
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = order[start:start + span]
+        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
+        batches.extend(bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches: rows sorted by length (little padding), each row exactly once."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def padding_fraction(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
+    """Share of padded positions among all positions processed."""
+    real = sum(int(np.maximum(lengths[b], 1).sum()) for b in batches)
+    total = sum(len(b) * max(int(lengths[b].max(initial=0)), 1) for b in batches)
+    return 1.0 - real / total if total else 0.0

@@ -1,0 +1,60 @@
+"""Content-addressed stage keys and output manifests (Prefect-free; the tasks build their caching on it).
+
+A stage's key hashes the *content* of its inputs, its params sections and its code — never a path
+string. After a stage runs, a manifest records its key and the content hash of each output. A cached
+result may be reused only while the manifest still holds the same key and every output still has the
+recorded hash: a deleted or altered output, or outputs left by a run with other params, force a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from textrnn.config import Params
+from textrnn.io import content_hash, file_md5, read_json, write_json
+from textrnn.pipeline import STAGE_SPECS, code_files, stage_paths
+
+MANIFEST_DIR = Path(".textrnn/manifests")
+
+
+def stage_key(name: str, params: Params) -> str:
+    spec = STAGE_SPECS[name]
+    payload = {
+        "stage": name,
+        "inputs": {str(p): content_hash(p) for p in stage_paths(name, params, "deps")},
+        "params": {s: dataclasses.asdict(getattr(params, s)) for s in spec.sections},
+        "outs": [str(p) for p in stage_paths(name, params, "outs")],
+        "code": {f.name: file_md5(f) for f in code_files(name)},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def output_hashes(name: str, params: Params) -> dict[str, str]:
+    return {str(p): content_hash(p) for p in stage_paths(name, params, "outs")}
+
+
+def manifest_path(name: str, root: Path = MANIFEST_DIR) -> Path:
+    return root / f"{name}.json"
+
+
+def record_outputs(name: str, params: Params, key: str, root: Path = MANIFEST_DIR) -> dict[str, str]:
+    outputs = output_hashes(name, params)
+    write_json(manifest_path(name, root), {"key": key, "outputs": outputs})
+    return outputs
+
+
+def outputs_fresh(name: str, params: Params, key: str, root: Path = MANIFEST_DIR) -> bool:
+    """True when the outputs on disk are exactly what the run with this key produced."""
+    path = manifest_path(name, root)
+    if not path.exists():
+        return False
+    try:
+        manifest = read_json(path)
+    except ValueError:
+        return False
+    if manifest.get("key") != key:
+        return False
+    return manifest.get("outputs") == output_hashes(name, params)

@@ -1,0 +1,182 @@
+"""Atomic writes, Parquet shard I/O and content hashing.
+
+Every artifact is written beside its target (a temp file or folder), fsynced, then moved into place with
+`os.replace`, so a killed run never leaves a half-written artifact that DVC or Prefect could mistake for a
+finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_MARK = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)
+
+
+def _temp_sibling(target: Path) -> Path:
+    return target.with_name(f"{TMP_MARK}{target.name}.{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `target`; on success it replaces `target` in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(target)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `target`; on success it takes the place of `target`.
+
+    The old folder is moved aside first and deleted after, so at no moment does `target` hold a mix of old
+    and new files.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(target)
+    tmp.mkdir()
+    old = None
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if target.exists():
+            old = _temp_sibling(target)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Deterministic JSON: sorted keys, UTF-8, trailing newline."""
+    text = json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_into(folder: Path, name: str, payload: Any) -> Path:
+    """Write JSON inside a folder that is itself being written atomically."""
+    path = folder / name
+    path.write_text(json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (run the stage that writes it first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); the stage that writes it must run again") from err
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Parquet with settings fixed so that the same table always gives the same bytes."""
+    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True,
+                   row_group_size=64 * 1024, store_schema=True)
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def list_shards(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: missing folder of Parquet shards (run the stage that writes it)")
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def iter_batches(folder: str | Path, columns: list[str] | None = None,
+                 batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Stream every shard of a folder in order, a record batch at a time."""
+    for shard in list_shards(folder):
+        try:
+            parquet = pq.ParquetFile(shard)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ValueError(f"{shard}: unreadable Parquet shard ({err}); rerun the stage that wrote it") from err
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_folder(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A whole folder of shards as one table (for splits small enough to hold, e.g. test)."""
+    shards = list_shards(folder)
+    tables = [pq.read_table(shard, columns=columns) for shard in shards]
+    if not tables:
+        raise ValueError(f"{folder}: holds no Parquet shards")
+    return pa.concat_tables(tables)
+
+
+_MD5_MEMO: dict[tuple, str] = {}
+
+
+def file_md5(path: str | Path, block: int = 1 << 20) -> str:
+    """md5 of a file, remembered for this process while its size, mtime and inode stay the same."""
+    stat = os.stat(path)
+    memo_key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if memo_key not in _MD5_MEMO:
+        _MD5_MEMO[memo_key] = _md5_of(path, block)
+    return _MD5_MEMO[memo_key]
+
+
+def _md5_of(path: str | Path, block: int) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash(path: str | Path) -> str:
+    """md5 of a file, or of a folder's sorted (relative path, md5) listing. Temp files are ignored."""
+    path = Path(path)
+    if path.is_file():
+        return file_md5(path)
+    if not path.is_dir():
+        return "missing"
+    listing = [
+        {"md5": file_md5(item), "relpath": item.relative_to(path).as_posix()}
+        for item in sorted(path.rglob("*"))
+        if item.is_file() and TMP_MARK not in item.as_posix()
+    ]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"

@@ -1,0 +1,111 @@
+"""The RNN classifier: embedding → (bi)LSTM/GRU layers → masked pooling → linear head.
+
+Padding never changes a prediction. Sequences are right-padded; the forward direction reads the real
+tokens before any pad, and the backward direction is a second unidirectional RNN that reads each row
+reversed *within its own length* (pads stay at the end), so neither direction ever sees a pad before a
+real token. Pooling masks the pads. This is exact like packed sequences, 2–5× faster on CPU, and exports
+to ONNX with either exporter (packed sequences do not export with the dynamo exporter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from textrnn.config import ModelParams
+
+_MASK_FILL = -1e4  # finite: -inf turns all-masked rows into NaN
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    num_classes: int
+    cell: str = "lstm"
+    embedding_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    pooling: str = "maxmean"
+    embedding_dropout: float = 0.1
+    dropout: float = 0.3
+
+    @classmethod
+    def from_params(cls, p: ModelParams, vocab_size: int, num_classes: int) -> ModelConfig:
+        return cls(vocab_size=vocab_size, num_classes=num_classes, **asdict(p))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first `length` steps, leaving the pads in place. x: [B, T, D], lengths: [B]."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # [1, T]
+    lengths = lengths.unsqueeze(1)  # [B, 1]
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # [B, T]
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
+class RNNClassifier(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cfg.cell]
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding_dim, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
+        directions = 2 if cfg.bidirectional else 1
+        self.forward_rnns = nn.ModuleList()
+        self.backward_rnns = nn.ModuleList()
+        for layer in range(cfg.num_layers):
+            size_in = cfg.embedding_dim if layer == 0 else cfg.hidden_size * directions
+            self.forward_rnns.append(rnn(size_in, cfg.hidden_size, batch_first=True))
+            if cfg.bidirectional:
+                self.backward_rnns.append(rnn(size_in, cfg.hidden_size, batch_first=True))
+        self.dropout = nn.Dropout(cfg.dropout)
+        features = cfg.hidden_size * directions
+        self.attention = nn.Linear(features, 1) if cfg.pooling == "attention" else None
+        pooled = features * (2 if cfg.pooling == "maxmean" else 1)
+        self.head = nn.Linear(pooled, cfg.num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids: [B, T] int64 right-padded with 0; lengths: [B] int64 ≥ 1 → logits [B, C]."""
+        mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
+        x = self.embedding_dropout(self.embedding(ids))  # [B, T, E]
+        for layer in range(self.cfg.num_layers):
+            if layer > 0:
+                x = self.dropout(x)
+            x = self._run_layer(layer, x, lengths)  # [B, T, H * directions]
+        return self.head(self.dropout(self._pool(x, mask, lengths)))
+
+    def _run_layer(self, layer: int, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        forward_out, _ = self.forward_rnns[layer](x)
+        if not self.cfg.bidirectional:
+            return forward_out
+        backward_out, _ = self.backward_rnns[layer](reverse_within_length(x, lengths))
+        return torch.cat([forward_out, reverse_within_length(backward_out, lengths)], dim=2)
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, D] → [B, D] (or [B, 2D] for maxmean), pads excluded."""
+        pooling = self.cfg.pooling
+        mask3 = mask.unsqueeze(-1)  # [B, T, 1]
+        if pooling == "last":
+            return self._last(x, lengths)
+        mean = (x * mask3).sum(1) / lengths.unsqueeze(1).to(x.dtype)
+        if pooling == "mean":
+            return mean
+        if pooling == "attention":
+            scores = self.attention(x).masked_fill(~mask3, _MASK_FILL)  # [B, T, 1]
+            return (torch.softmax(scores, dim=1) * x).sum(1)
+        maxed = x.masked_fill(~mask3, _MASK_FILL).max(dim=1).values
+        return maxed if pooling == "max" else torch.cat([maxed, mean], dim=1)
+
+    def _last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The forward direction's state at the last real token; the backward one's at the first token."""
+        h = self.cfg.hidden_size
+        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, h)
+        last_forward = x[:, :, :h].gather(1, index).squeeze(1)
+        if not self.cfg.bidirectional:
+            return last_forward
+        return torch.cat([last_forward, x[:, 0, h:]], dim=1)

@@ -1,0 +1,40 @@
+"""Executors for chunk work: threads or processes locally, or a Dask cluster's executor."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+
+class SerialExecutor(Executor):
+    """Runs each call at once in the caller's thread: the reference that every executor must match."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 (handed to the caller through the future)
+            future.set_exception(err)
+        return future
+
+
+@contextlib.contextmanager
+def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[Executor]:
+    """An executor for `workers` parallel chunks; with a Dask address, that cluster's executor."""
+    if dask_address:
+        from distributed import Client
+
+        with Client(dask_address) as client:
+            yield client.get_executor()
+        return
+    if workers <= 1:
+        yield SerialExecutor()
+    elif kind == "process":
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            yield pool
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield pool

@@ -1,0 +1,100 @@
+"""The six stages as data: what each reads, writes and which params sections it takes.
+
+The CLI (`textrnn stage NAME`, used by dvc.yaml), the Prefect tasks and the contract tests all read this
+table, so a stage's inputs and outputs are written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textrnn.config import Params
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    deps: tuple[str, ...]  # keys of params.paths this stage reads
+    outs: tuple[str, ...]  # keys of params.paths this stage writes
+    sections: tuple[str, ...]  # params sections it reads
+    code: tuple[str, ...]  # its modules, relative to src/textrnn (dvc.yaml deps and cache keys)
+    call: Callable[[Params], Any]
+
+
+def _ingest(p: Params):
+    from textrnn.stages import ingest
+
+    return ingest.run(Path(p.paths.raw), p.ingest)
+
+
+def _clean(p: Params):
+    from textrnn.parallel import make_executor
+    from textrnn.stages import clean
+
+    with make_executor(p.clean.executor, p.clean.workers, p.runner.dask_address) as executor:
+        return clean.run(Path(p.paths.raw), Path(p.paths.clean), Path(p.paths.rejects), p.clean, executor)
+
+
+def _vocab(p: Params):
+    from textrnn.stages import vocab
+
+    return vocab.run(Path(p.paths.clean), Path(p.paths.vocab), p.vocab)
+
+
+def _train(p: Params):
+    from textrnn.stages import train
+
+    return train.run(Path(p.paths.vocab), Path(p.paths.checkpoint), Path(p.paths.train_log),
+                     Path(p.paths.train_state), p.model, p.train)
+
+
+def _evaluate(p: Params):
+    from textrnn.stages import evaluate
+
+    return evaluate.run(Path(p.paths.clean), Path(p.paths.vocab), Path(p.paths.checkpoint),
+                        Path(p.paths.metrics), Path(p.paths.evaluation), p.evaluate)
+
+
+def _export(p: Params):
+    from textrnn.stages import export
+
+    return export.run(Path(p.paths.vocab), Path(p.paths.checkpoint), Path(p.paths.metrics),
+                      Path(p.paths.export), p.export)
+
+
+_SHARED = ("config.py", "io.py", "pipeline.py")
+STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
+    StageSpec("ingest", (), ("raw",), ("ingest",), ("stages/ingest.py", "sources.py"), _ingest),
+    StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",),
+              ("stages/clean.py", "cleaning.py", "text.py", "parallel.py"), _clean),
+    StageSpec("vocab", ("clean",), ("vocab",), ("vocab",), ("stages/vocab.py", "vocab.py", "text.py", "data.py"),
+              _vocab),
+    StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"),
+              ("stages/train.py", "training.py", "model.py", "data.py"), _train),
+    StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",),
+              ("stages/evaluate.py", "metrics.py", "training.py", "model.py", "data.py"), _evaluate),
+    StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",),
+              ("stages/export.py", "onnx_export.py", "predict.py", "training.py", "model.py"), _export),
+)}
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def code_files(name: str) -> list[Path]:
+    """The source files whose change must rerun this stage."""
+    return [PACKAGE_ROOT / rel for rel in (*STAGE_SPECS[name].code, *_SHARED)]
+
+
+def run_stage(name: str, params: Params) -> Any:
+    """Run one stage with the paths and sections of `params`."""
+    if name not in STAGE_SPECS:
+        raise ValueError(f"unknown stage {name!r}; stages: {list(STAGE_SPECS)}")
+    return STAGE_SPECS[name].call(params)
+
+
+def stage_paths(name: str, params: Params, kind: str) -> list[Path]:
+    spec = STAGE_SPECS[name]
+    keys = spec.deps if kind == "deps" else spec.outs
+    return [Path(getattr(params.paths, key)) for key in keys]

@@ -1,0 +1,66 @@
+"""Files in and out for `textrnn predict`: one output row per input row, in order (no torch here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from textrnn.predict import Prediction
+from textrnn.sources import decode_utf8
+
+
+def read_texts(path: Path, text_column: str) -> tuple[list[str | None], list[str]]:
+    """Texts of a CSV/TSV/JSONL/Parquet/TXT file and, per row, why it has no usable text ('' if it has)."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        raw = pa.array([line.rstrip(b"\r\n") for line in path.read_bytes().splitlines()], pa.binary())
+    else:
+        table = _read_table(path, suffix, text_column)
+        if text_column not in table.column_names:
+            raise ValueError(f"{path}: text column {text_column!r} not found; columns found: {table.column_names}")
+        raw = table.column(text_column).combine_chunks()
+    if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+        texts, errors = raw.cast(pa.string()), pa.nulls(len(raw), pa.string())
+    else:
+        texts, errors = decode_utf8(raw)
+    reasons = ["" if e is None else e for e in errors.to_pylist()]
+    return texts.to_pylist(), reasons
+
+
+def _read_table(path: Path, suffix: str, text_column: str) -> pa.Table:
+    if suffix in (".csv", ".tsv"):
+        parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True)
+        convert = pcsv.ConvertOptions(column_types={text_column: pa.binary()})
+        return pcsv.read_csv(path, parse_options=parse, convert_options=convert)
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return pjson.read_json(path)
+    if suffix in (".parquet", ".pq"):
+        return pq.read_table(path)
+    raise ValueError(f"{path}: unknown input format {suffix!r}; use .csv, .tsv, .jsonl, .parquet or .txt")
+
+
+def predictions_table(texts: list[str | None], predictions: list[Prediction], labels: list[str]) -> pa.Table:
+    columns = {"text": pa.array(texts, pa.string()),
+               "label": pa.array([p.label for p in predictions], pa.string())}
+    for name in labels:
+        columns[f"p_{name}"] = pa.array([p.probabilities.get(name) for p in predictions], pa.float64())
+    columns["reason"] = pa.array([p.reason for p in predictions], pa.string())
+    return pa.table(columns)
+
+
+def write_predictions(path: Path, texts: list[str | None], predictions: list[Prediction],
+                      labels: list[str]) -> None:
+    table = predictions_table(texts, predictions, labels)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix in (".jsonl", ".json"):
+        table.to_pandas().to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix in (".csv", ".tsv"):
+        table.to_pandas().to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    else:
+        raise ValueError(f"{path}: unknown output format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")

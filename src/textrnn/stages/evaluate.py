@@ -1,0 +1,112 @@
+"""evaluate: the RNN and a TF-IDF baseline on the val and test splits, side by side.
+
+Outputs: `metrics_path` (flat DVC metrics) and `out/` with per_class.csv, confusion.csv, roc.csv, pr.csv,
+calibration.csv (DVC plots), mistakes.csv (the most confident errors), report.md and PNG figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textrnn.config import EvaluateParams
+from textrnn.data import EncodedSplit
+from textrnn.io import atomic_dir, read_folder, read_json, write_json
+from textrnn.metrics import (confusion_rows, curve_rows, headline_metrics, per_class_rows, plot_figures, softmax,
+                             train_baseline, write_csv)
+from textrnn.training import load_checkpoint, predict_logits
+from textrnn.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out: Path,
+        p: EvaluateParams) -> dict:
+    clean, vocab_dir = Path(clean), Path(vocab_dir)
+    names = read_json(vocab_dir / "labels.json")
+    vocab = Vocabulary.load(vocab_dir / "vocab.json")
+    model, _ = load_checkpoint(checkpoint, expected_vocab_digest=vocab.digest)
+    device = torch.device("cpu")
+    metrics: dict[str, float] = {}
+    probs, labels = {}, {}
+    for split in ("val", "test"):
+        encoded = EncodedSplit.load(vocab_dir / split)
+        labels[split] = np.array(encoded.labels)
+        probs[split] = softmax(predict_logits(model, encoded, p.batch_size, device))
+        metrics.update(headline_metrics(probs[split], labels[split], prefix=f"{split}_"))
+    texts = {s: read_folder(clean / s, ["text"]).column("text").to_pylist() for s in ("train", "val", "test")}
+    if p.baseline:
+        metrics.update(_baseline_metrics(clean, texts, labels, p))
+        for key in ("test_accuracy", "test_macro_f1"):
+            metrics[f"rnn_minus_baseline_{key}"] = round(metrics[key] - metrics[f"baseline_{key}"], 6)
+    with atomic_dir(out) as tmp:
+        _write_tables(tmp, probs["test"], labels["test"], names, texts["test"], p.worst_mistakes)
+        plot_figures(tmp, probs["test"], labels["test"], names)
+        (tmp / "report.md").write_text(report_markdown(metrics, tmp, names), encoding="utf-8")
+    write_json(metrics_path, metrics)
+    log.info("evaluate: test accuracy %.4f (baseline %s)", metrics["test_accuracy"],
+             metrics.get("baseline_test_accuracy"))
+    return metrics
+
+
+def _baseline_metrics(clean: Path, texts: dict, labels: dict, p: EvaluateParams) -> dict:
+    train_labels = read_folder(clean / "train", ["label_id"]).column("label_id").to_numpy()
+    baseline = train_baseline(texts["train"], train_labels, p.baseline_ngram_max, p.baseline_c, seed=0)
+    out = {}
+    for split in ("val", "test"):
+        probs = _full_proba(baseline, texts[split], num_classes=int(max(train_labels.max(), labels[split].max())) + 1)
+        out.update(headline_metrics(probs, labels[split], prefix=f"baseline_{split}_"))
+    return out
+
+
+def _full_proba(model, texts: list[str], num_classes: int) -> np.ndarray:
+    """predict_proba padded to every class (a class absent from train gets probability 0)."""
+    probs = np.zeros((len(texts), num_classes))
+    probs[:, model.classes_] = model.predict_proba(texts)
+    return probs
+
+
+def _write_tables(folder: Path, probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
+                  worst: int) -> None:
+    write_csv(folder / "per_class.csv", per_class_rows(probs, labels, names))
+    write_csv(folder / "confusion.csv", confusion_rows(probs, labels, names))
+    for name, rows in curve_rows(probs, labels).items():
+        write_csv(folder / f"{name}.csv", rows)
+    write_csv(folder / "mistakes.csv", confident_mistakes(probs, labels, names, texts, worst),
+              ["text", "true", "predicted", "probability"])
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
+                       limit: int) -> list[dict]:
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
+    return [{"text": texts[i], "true": names[labels[i]], "predicted": names[predicted[i]],
+             "probability": round(float(probs[i, predicted[i]]), 4)} for i in order]
+
+
+def report_markdown(metrics: dict, folder: Path, names: list[str]) -> str:
+    """The evaluation report: headline metrics beside the baseline, confusion matrix, worst mistakes."""
+    lines = ["# Evaluation report", "", "| metric (test) | RNN | baseline | RNN − baseline |", "|---|---|---|---|"]
+    for key in ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "pr_auc", "ece"):
+        rnn, base = metrics.get(f"test_{key}"), metrics.get(f"baseline_test_{key}")
+        if rnn is None:
+            continue
+        delta = f"{rnn - base:+.4f}" if base is not None else "–"
+        lines.append(f"| {key} | {rnn:.4f} | {'–' if base is None else f'{base:.4f}'} | {delta} |")
+    lines += ["", "## Confusion matrix (test; rows = actual)", "",
+              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    with open(folder / "confusion.csv", encoding="utf-8") as handle:
+        cells = {(r["actual"], r["predicted"]): r["count"] for r in csv.DictReader(handle)}
+    for actual in names:
+        lines.append(f"| {actual} | " + " | ".join(cells[(actual, pred)] for pred in names) + " |")
+    lines += ["", "## Most confident mistakes (test)", "", "| text | true | predicted | p |", "|---|---|---|---|"]
+    with open(folder / "mistakes.csv", encoding="utf-8") as handle:
+        for row in list(csv.DictReader(handle))[:10]:
+            text = row["text"][:80].replace("|", "\\|")
+            lines.append(f"| {text} | {row['true']} | {row['predicted']} | {row['probability']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""train: fit the RNN classifier on the encoded train split, early-stopped on validation macro-F1."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from textrnn.config import ModelParams, TrainParams
+from textrnn.data import EncodedSplit
+from textrnn.io import atomic_file, content_hash, read_json
+from textrnn.model import ModelConfig
+from textrnn.training import LOG_COLUMNS, fit, save_checkpoint
+from textrnn.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p: ModelParams,
+        train_p: TrainParams) -> dict:
+    """Write the best model to `checkpoint` and the per-epoch log to `train_log`; `state` keeps the
+    resumable training state between epochs (a killed run continues from it)."""
+    vocab_dir = Path(vocab_dir)
+    vocab = Vocabulary.load(vocab_dir / "vocab.json")
+    labels = read_json(vocab_dir / "labels.json")
+    train, val = EncodedSplit.load(vocab_dir / "train"), EncodedSplit.load(vocab_dir / "val")
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"{vocab_dir}: the train and val splits must not be empty "
+                         f"(train {len(train)} rows, val {len(val)} rows)")
+    cfg = ModelConfig.from_params(model_p, vocab_size=len(vocab), num_classes=len(labels))
+    params = {"model": asdict(model_p), "train": asdict(train_p)}
+    fingerprint = _fingerprint(vocab_dir, params)
+    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint)
+    best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
+            "epochs_run": fit_state.epoch}
+    save_checkpoint(Path(checkpoint), model.cpu(), vocab.digest, labels, params, best)
+    _write_log(Path(train_log), fit_state.history)
+    log.info("train: best epoch %d of %d, val macro-F1 %.4f", best["epoch"], best["epochs_run"],
+             best["val_macro_f1"])
+    return best
+
+
+def _fingerprint(vocab_dir: Path, params: dict) -> str:
+    """What the resumable state must match: the encoded data and vocabulary, and the params."""
+    parts = {name: content_hash(vocab_dir / name) for name in ("vocab.json", "labels.json", "train", "val")}
+    payload = json.dumps({"inputs": parts, "params": params}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})

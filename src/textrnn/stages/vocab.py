@@ -1,0 +1,53 @@
+"""vocab: count tokens of the train split, pick the vocabulary, encode every split for training.
+
+Outputs in `out/`: vocab.json (tokens + tokeniser settings), labels.json, stats.json, and per split
+`<split>/ids.bin` (int32 token ids), `<split>/offsets.bin` (int64, rows+1), `<split>/labels.bin` (int64),
+described by `<split>/meta.json`; all memory-mappable with numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from textrnn.cleaning import SPLITS
+from textrnn.config import VocabParams
+from textrnn.data import write_encoded_split
+from textrnn.io import atomic_dir, iter_batches, read_json, write_json_into
+from textrnn.text import Normalisation, tokenise
+from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode, select_tokens
+
+log = logging.getLogger(__name__)
+
+
+def run(clean: Path, out: Path, p: VocabParams) -> dict:
+    clean = Path(clean)
+    labels = read_json(clean / "labels.json")
+    normalisation = Normalisation(**read_json(clean / "normalisation.json"))
+    counter = TokenCounter()
+    for batch in iter_batches(clean / "train", columns=["text"]):
+        counter.add(tokenise(batch.column("text"), use_jieba=p.jieba))
+    tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
+    vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
+    stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
+    lookup = pa.array(vocab.tokens, pa.string())
+    with atomic_dir(out) as tmp:
+        write_json_into(tmp, "vocab.json", vocab.to_json())
+        write_json_into(tmp, "labels.json", labels)
+        for split in SPLITS:
+            batches = iter_batches(clean / split, columns=["text", "label_id"])
+            encoded = (_encode_batch(batch, vocab, lookup) for batch in batches)
+            stats["splits"][split] = write_encoded_split(tmp / split, encoded)
+        write_json_into(tmp, "stats.json", stats)
+    log.info("vocab: %d tokens; %s", len(vocab),
+             {s: (v["rows"], v["oov_rate"]) for s, v in stats["splits"].items()})
+    return stats
+
+
+def _encode_batch(batch: pa.RecordBatch, vocab: Vocabulary, lookup: pa.Array):
+    ids, offsets = encode(batch.column("text"), vocab, lookup)
+    labels = batch.column("label_id").to_numpy().astype(np.int64)
+    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))

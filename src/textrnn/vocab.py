@@ -1,0 +1,125 @@
+"""Build, save and load the vocabulary; encode token lists into ids (vectorised, Arrow + numpy)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from textrnn.text import Normalisation, normalise, tokenise, truncate
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    tokens: tuple[str, ...]  # index = id; tokens[0] = <pad>, tokens[1] = <unk>
+    normalisation: Normalisation
+    jieba: bool
+    max_len: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def digest(self) -> str:
+        """Content hash of everything that decides the ids of a text (tokens and tokeniser settings)."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        return {"tokens": list(self.tokens), "specials": {PAD: PAD_ID, UNK: UNK_ID},
+                "tokeniser": {"normalisation": asdict(self.normalisation), "jieba": self.jieba,
+                              "max_len": self.max_len}}
+
+    @classmethod
+    def from_json(cls, payload: dict, origin: str = "vocab.json") -> Vocabulary:
+        try:
+            tokens = tuple(payload["tokens"])
+            tok = payload["tokeniser"]
+            vocab = cls(tokens=tokens, normalisation=Normalisation(**tok["normalisation"]),
+                        jieba=bool(tok["jieba"]), max_len=int(tok["max_len"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{origin}: not a textrnn vocabulary ({err!r})") from err
+        if tokens[:2] != (PAD, UNK):
+            raise ValueError(f"{origin}: the first two tokens must be {PAD!r} and {UNK!r}")
+        return vocab
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: vocabulary missing (run the vocab stage)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: corrupt vocabulary JSON ({err}); rerun the vocab stage") from err
+        return cls.from_json(payload, origin=str(path))
+
+
+class TokenCounter:
+    """Token counts accumulated batch by batch in Arrow tables (no per-token Python loop)."""
+
+    def __init__(self, compact_every: int = 32):
+        self._parts: list[pa.Table] = []
+        self._compact_every = compact_every
+
+    def add(self, token_lists: pa.ListArray) -> None:
+        flat = pc.list_flatten(token_lists)
+        counts = pc.value_counts(flat)
+        self._parts.append(pa.table({"token": counts.field("values"), "count": counts.field("counts")}))
+        if len(self._parts) >= self._compact_every:
+            self._parts = [self.table()]
+
+    def table(self) -> pa.Table:
+        if not self._parts:
+            return pa.table({"token": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        merged = pa.concat_tables(self._parts).group_by("token").aggregate([("count", "sum")])
+        return merged.rename_columns(["token", "count"])
+
+
+def select_tokens(counts: pa.Table, min_freq: int, max_size: int) -> tuple[str, ...]:
+    """Tokens with count >= min_freq, most frequent first (ties by token), capped so that the vocabulary
+    with its two specials holds at most max_size entries."""
+    frequent = counts.filter(pc.greater_equal(counts.column("count"), min_freq))
+    frequent = frequent.filter(pc.invert(pc.is_in(frequent.column("token"), pa.array([PAD, UNK, ""]))))
+    order = pc.sort_indices(frequent, sort_keys=[("count", "descending"), ("token", "ascending")])
+    chosen = frequent.column("token").take(order).to_pylist()[: max_size - 2]
+    return (PAD, UNK, *chosen)
+
+
+def encode(texts: pa.Array, vocab: Vocabulary, lookup: pa.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised texts → (ids int32 flat, offsets int64 with len(texts)+1 entries), each row cut to max_len.
+
+    Unknown tokens map to <unk>; a text with no tokens encodes as an empty row.
+    """
+    lookup = pa.array(vocab.tokens, pa.string()) if lookup is None else lookup
+    tokens = tokenise(texts, use_jieba=vocab.jieba)
+    flat = pc.list_flatten(tokens)
+    ids = pc.fill_null(pc.index_in(flat, value_set=lookup), UNK_ID).to_numpy(zero_copy_only=False)
+    offsets = tokens.offsets.to_numpy().astype(np.int64) - int(tokens.offsets[0].as_py())
+    lengths = np.diff(offsets)
+    # Splitting an empty text yields one empty token: drop such tokens so the row is empty.
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    if not real.all():
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        ids, lengths = ids[real], np.bincount(rows[real], minlength=len(lengths))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+    kept_lengths = np.minimum(lengths, vocab.max_len)
+    # Position of every token inside its row; keep the first max_len of each row.
+    position = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
+    kept = ids[position < vocab.max_len].astype(np.int32)
+    new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(kept_lengths, out=new_offsets[1:])
+    return kept, new_offsets
+
+
+def encode_raw(texts: list[str] | pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Raw texts (as a user gives them) → ids, applying the saved normalisation first."""
+    array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+    return encode(truncate(normalise(array, vocab.normalisation), vocab.normalisation.max_chars), vocab)

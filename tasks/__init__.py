@@ -1,0 +1,1 @@
+"""Prefect tasks: one per stage, a few lines each. Caching, retries and timeouts are declared here."""

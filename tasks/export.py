@@ -1,0 +1,5 @@
+"""export task."""
+
+from tasks._stage import stage_task
+
+export = stage_task("export", timeout_seconds=3600)
