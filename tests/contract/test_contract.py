@@ -1,0 +1,100 @@
+"""dvc.yaml, params.yaml, the config dataclasses and textrnn.pipeline agree; src/textrnn imports no prefect."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import yaml
+
+from textrnn.config import SECTIONS, Params
+from textrnn.pipeline import STAGE_SPECS, code_files
+from textrnn.stages import STAGES
+
+REPO = Path(__file__).resolve().parents[2]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _path_refs(entries: list) -> list[str]:
+    """`${paths.x}` entries of a dvc.yaml list (plain strings or single-key mappings) → ['x', ...]."""
+    names = [e if isinstance(e, str) else next(iter(e)) for e in entries]
+    return [m.group(1) for n in names if (m := re.fullmatch(r"\$\{paths\.(\w+)\}", n))]
+
+
+def test_the_six_stages_have_one_name_everywhere():
+    assert STAGES == ("ingest", "clean", "vocab", "train", "evaluate", "export")
+    assert tuple(DVC["stages"]) == STAGES
+    assert tuple(STAGE_SPECS) == STAGES
+    for name in STAGES:
+        assert (REPO / "src" / "textrnn" / "stages" / f"{name}.py").is_file()
+        assert (REPO / "tasks" / f"{name}.py").is_file()
+        assert DVC["stages"][name]["cmd"] == f"textrnn stage {name}"
+
+
+def test_dvc_params_match_the_sections_each_stage_reads():
+    for name, spec in STAGE_SPECS.items():
+        assert tuple(DVC["stages"][name]["params"]) == spec.sections, name
+
+
+def test_dvc_deps_are_the_stage_inputs_and_code():
+    for name, spec in STAGE_SPECS.items():
+        deps = DVC["stages"][name]["deps"]
+        assert _path_refs(deps) == list(spec.deps), name
+        code = sorted(d for d in deps if d.startswith("src/"))
+        expected = sorted(str(f.relative_to(REPO)) for f in code_files(name))
+        assert code == expected, name
+
+
+def test_dvc_outs_are_the_stage_outputs():
+    for name, spec in STAGE_SPECS.items():
+        stage = DVC["stages"][name]
+        declared = [*_path_refs(stage.get("outs", [])), *_path_refs(stage.get("metrics", [])),
+                    *_path_refs(stage.get("plots", []))]
+        assert sorted(declared) == sorted(spec.outs), name
+
+
+def test_every_input_is_an_output_of_an_earlier_stage():
+    produced: set[str] = set()
+    for spec in STAGE_SPECS.values():
+        assert set(spec.deps) <= produced, f"{spec.name} reads {set(spec.deps) - produced} before it is written"
+        produced |= set(spec.outs)
+
+
+def test_params_yaml_sections_and_keys_match_the_dataclasses():
+    assert set(PARAMS) == set(SECTIONS)
+    for name, cls in SECTIONS.items():
+        fields = {f.name for f in dataclasses.fields(Params.__dataclass_fields__[name].default_factory())}
+        assert set(PARAMS[name]) == fields, f"params.yaml [{name}] and {cls} differ"
+
+
+def test_tiny_profile_has_the_same_keys_as_params_yaml():
+    tiny = yaml.safe_load((REPO / "tests" / "profiles" / "tiny.yaml").read_text())
+    assert {s: set(v) for s, v in tiny.items()} == {s: set(v) for s, v in PARAMS.items()}
+
+
+def test_every_path_in_params_is_used_by_a_stage():
+    used = {key for spec in STAGE_SPECS.values() for key in (*spec.deps, *spec.outs)}
+    assert set(PARAMS["paths"]) - used == {"train_state"}  # resumable state, deliberately not a DVC output
+
+
+def test_src_textrnn_imports_no_prefect():
+    for path in (REPO / "src" / "textrnn").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "prefect" or n.startswith("prefect.") for n in names), path
+
+
+def test_no_pickle_on_load_paths():
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "tasks").rglob("*.py"), *(REPO / "flows").rglob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert "pickle.load" not in text, path
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (path, call)

@@ -1,0 +1,93 @@
+"""The whole pipeline on the tiny profile: as a Prefect flow (real ephemeral Prefect API) and through
+`dvc repro` in a real git + DVC repo, each in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textrnn.io import content_hash
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+ARTIFACTS = ["data/raw", "data/clean", "data/rejects", "data/vocab", "models/checkpoint.pt",
+             "metrics/metrics.json", "metrics/evaluation", "models/export/vocab.json"]
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(project / ".prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", OMP_WAIT_POLICY="PASSIVE")
+    env.pop("PREFECT_API_URL", None)  # ephemeral mode: the flow starts its own temporary server
+    return env
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _task_states(output: str) -> dict[str, str]:
+    """{stage: final state} from Prefect's run log ('Task run 'train-ab12' - Finished in state Cached(...)')."""
+    states = {}
+    for name, state in re.findall(r"Task run '([a-z]+)-[^']*' - Finished in state (\w+)", output):
+        states[name] = state
+    return states
+
+
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    project = tmp_path_factory.mktemp("flow")
+    shutil.copyfile(TINY, project / "params.yaml")
+    result = _run([str(BIN / "textrnn"), "run"], project)
+    return project, result.stdout + result.stderr
+
+
+def test_flow_runs_all_six_stages_and_reports_accuracy(flow_project):
+    project, output = flow_project
+    states = _task_states(output)
+    assert {k: states.get(k) for k in ("ingest", "clean", "vocab", "train", "evaluate", "export")} == \
+        dict.fromkeys(("ingest", "clean", "vocab", "train", "evaluate", "export"), "Completed")
+    assert re.search(r"test accuracy: 0\.\d{4}", output)
+    for artifact in ARTIFACTS:
+        assert (project / artifact).exists(), artifact
+    assert (project / "models/export/model.onnx").stat().st_size > 0
+
+
+def test_second_flow_run_is_fully_cached_and_a_deleted_output_is_rebuilt(flow_project):
+    project, _ = flow_project
+    second = _run([str(BIN / "textrnn"), "run"], project)
+    assert set(_task_states(second.stdout + second.stderr).values()) == {"Cached", "Completed"}
+    assert all(_task_states(second.stdout + second.stderr)[s] == "Cached"
+               for s in ("ingest", "clean", "vocab", "train", "evaluate", "export"))
+    before = content_hash(project / "models/export")
+    (project / "models/export/model.onnx").unlink()
+    third = _run([str(BIN / "textrnn"), "run"], project)
+    states = _task_states(third.stdout + third.stderr)
+    assert states["export"] == "Completed" and states["train"] == "Cached"
+    assert content_hash(project / "models/export") == before  # rebuilt, and deterministic
+
+
+def test_dvc_repro_runs_the_same_stages_and_produces_the_same_artifacts(flow_project, tmp_path):
+    flow_dir, _ = flow_project
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copyfile(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copyfile(TINY, repo / "params.yaml")
+    _run(["git", "init", "-q"], repo)
+    _run([str(BIN / "dvc"), "init", "-q"], repo)
+    _run([str(BIN / "dvc"), "repro"], repo)
+    assert (repo / "dvc.lock").is_file()
+    status = _run([str(BIN / "dvc"), "status"], repo)
+    assert "up to date" in status.stdout
+    for artifact in ARTIFACTS:
+        assert content_hash(repo / artifact) == content_hash(flow_dir / artifact), artifact

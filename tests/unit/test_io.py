@@ -1,0 +1,208 @@
+"""textrnn.io: atomic writes, deterministic Parquet, content hashes, JSON errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from textrnn.io import (
+    TMP_MARK,
+    atomic_dir,
+    atomic_file,
+    content_hash,
+    iter_batches,
+    list_shards,
+    read_folder,
+    read_json,
+    shard_name,
+    write_json,
+    write_table,
+)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def temp_leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TMP_MARK in p.name]
+
+
+def test_atomic_file_replaces_the_target_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with atomic_file(target) as tmp:
+        assert tmp != target and tmp.parent == target.parent
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not visible before the body finishes
+    assert target.read_text() == "new"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_atomic_file_creates_missing_parent_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "out.txt"
+    with atomic_file(target) as tmp:
+        tmp.write_text("x")
+    assert target.read_text() == "x"
+
+
+def test_atomic_file_leaves_target_untouched_when_the_body_raises(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(Boom), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise Boom
+    assert target.read_text() == "old"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_atomic_file_creates_nothing_when_the_body_raises(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(Boom), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise Boom
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_replaces_the_whole_folder_on_success(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    with atomic_dir(target) as tmp:
+        (tmp / "fresh.txt").write_text("new")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "deep.txt").write_text("deep")
+        assert (target / "stale.txt").exists()
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "fresh.txt", "sub", "sub/deep.txt"]
+    assert temp_leftovers(tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_leaves_target_untouched_when_the_body_raises(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("old")
+    with pytest.raises(Boom), atomic_dir(target) as tmp:
+        (tmp / "keep.txt").write_text("half")
+        (tmp / "extra.txt").write_text("half")
+        raise Boom
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert (target / "keep.txt").read_text() == "old"
+    assert temp_leftovers(tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_creates_nothing_when_the_body_raises(tmp_path):
+    with pytest.raises(Boom), atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "x").write_text("half")
+        raise Boom
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_content_hash_of_a_file_is_stable_and_changes_with_one_byte(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abcdef" * 1000)
+    first = content_hash(path)
+    assert content_hash(path) == first
+    copy = tmp_path / "g.bin"
+    copy.write_bytes(b"abcdef" * 1000)
+    assert content_hash(copy) == first
+    changed = bytearray(path.read_bytes())
+    changed[1234] ^= 1
+    copy.write_bytes(bytes(changed))
+    assert content_hash(copy) != first
+
+
+def make_tree(root: Path, payload: bytes = b"payload") -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"alpha")
+    (root / "sub" / "b.bin").write_bytes(payload)
+    return root
+
+
+def test_content_hash_of_a_folder_is_stable_and_location_independent(tmp_path):
+    one = make_tree(tmp_path / "one")
+    two = make_tree(tmp_path / "two")
+    digest = content_hash(one)
+    assert digest.endswith(".dir")
+    assert content_hash(one) == digest
+    assert content_hash(two) == digest
+
+
+def test_content_hash_of_a_folder_changes_when_a_byte_changes(tmp_path):
+    one = make_tree(tmp_path / "one", b"payload")
+    two = make_tree(tmp_path / "two", b"paylOad")
+    assert content_hash(one) != content_hash(two)
+
+
+def test_content_hash_of_a_folder_changes_when_a_file_is_renamed(tmp_path):
+    one = make_tree(tmp_path / "one")
+    digest = content_hash(one)
+    (one / "a.txt").rename(one / "c.txt")
+    assert content_hash(one) != digest
+
+
+def test_content_hash_of_a_folder_ignores_temp_files(tmp_path):
+    one = make_tree(tmp_path / "one")
+    digest = content_hash(one)
+    (one / f"{TMP_MARK}junk.123").write_bytes(b"partial")
+    assert content_hash(one) == digest
+
+
+def test_content_hash_of_a_missing_path_says_missing(tmp_path):
+    assert content_hash(tmp_path / "nothing") == "missing"
+
+
+def sample_table() -> pa.Table:
+    return pa.table({"text": ["好", "b", None], "row": pa.array([1, 2, 3], pa.int64())})
+
+
+def test_write_table_gives_identical_bytes_twice(tmp_path):
+    write_table(tmp_path / "a.parquet", sample_table())
+    write_table(tmp_path / "b.parquet", sample_table())
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_shards_are_listed_in_order_and_read_back(tmp_path):
+    for i in (2, 0, 1):
+        write_table(tmp_path / shard_name(i), pa.table({"x": [i, i]}))
+    assert [p.name for p in list_shards(tmp_path)] == [shard_name(i) for i in range(3)]
+    assert read_folder(tmp_path).column("x").to_pylist() == [0, 0, 1, 1, 2, 2]
+    assert [b.num_rows for b in iter_batches(tmp_path, batch_rows=1)] == [1] * 6
+
+
+def test_list_shards_of_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list_shards(tmp_path / "nowhere")
+
+
+def test_iter_batches_on_a_corrupt_shard_names_it(tmp_path):
+    (tmp_path / shard_name(0)).write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=shard_name(0)):
+        list(iter_batches(tmp_path))
+
+
+def test_write_json_round_trips_and_is_deterministic(tmp_path):
+    payload = {"b": [1, 2], "a": "中文", "c": {"z": 1, "y": None}}
+    write_json(tmp_path / "one.json", payload)
+    write_json(tmp_path / "two.json", dict(reversed(payload.items())))
+    assert read_json(tmp_path / "one.json") == payload
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    assert "中文" in (tmp_path / "one.json").read_text(encoding="utf-8")
+
+
+def test_read_json_of_a_truncated_file_raises_value_error_naming_the_path(tmp_path):
+    path = tmp_path / "stats.json"
+    write_json(path, {"rows": 10, "labels": ["neg", "pos"]})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="stats.json"):
+        read_json(path)
+
+
+def test_read_json_of_a_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        read_json(tmp_path / "absent.json")

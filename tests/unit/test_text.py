@@ -1,0 +1,178 @@
+"""textrnn.text: normalisation (NFKC, HTML, placeholders, case, control chars) and tokenisation."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textrnn.text import EMAIL_TOKEN, NUM_TOKEN, URL_TOKEN, Normalisation, normalise, tokenise, truncate
+
+DEFAULT = Normalisation()
+OFF = Normalisation(nfkc=False, lowercase=False, strip_html=False, placeholders=False)
+
+
+def norm(text: str | None, settings_: Normalisation = DEFAULT) -> str | None:
+    return normalise(pa.array([text], pa.string()), settings_)[0].as_py()
+
+
+def tokens(text: str) -> list[str]:
+    # Arrow's whitespace split leaves "" at the edges of a row; every consumer (encode, select_tokens)
+    # drops those, so the tokens that count are the non-empty ones.
+    return [t for t in tokenise(pa.array([text], pa.string()))[0].as_py() if t]
+
+
+def test_nfkc_turns_full_width_letters_digits_and_space_into_ascii():
+    assert norm("Ｈｅｌｌｏ　Ｗｏｒｌｄ！", DEFAULT) == "hello world!"
+    assert norm("ＡＢＣ１２３") == "abc123"
+    assert norm("ﬁne") == "fine"
+
+
+def test_html_tags_are_removed():
+    assert norm("<p>Great <b>phone</b></p>") == "great phone"
+    assert norm('<a href="http://x.com">link</a> text') == "link text"
+
+
+def test_html_entities_are_decoded_or_removed():
+    assert norm("fish &amp; chips") == "fish & chips"
+    assert norm("a&nbsp;b") == "a b"
+    assert norm("&quot;quoted&quot;") == '"quoted"'
+    assert norm("a&#x41;b&#65;c") == "a b c"
+
+
+def test_url_becomes_xxurl():
+    assert norm("see https://example.com/a?b=1 now") == f"see {URL_TOKEN} now"
+    assert norm("www.example.org/page") == URL_TOKEN
+
+
+def test_email_becomes_xxemail():
+    assert norm("write to First.Last@Example.co.uk today") == f"write to {EMAIL_TOKEN} today"
+
+
+def test_numbers_become_xxnum_but_digits_inside_words_stay():
+    assert norm("I bought 3 phones for 1,299.50 yuan") == f"i bought {NUM_TOKEN} phones for {NUM_TOKEN} yuan"
+    assert norm("mp3 player") == "mp3 player"
+
+
+def test_text_is_lower_cased():
+    assert norm("GREAT Phone") == "great phone"
+
+
+def test_control_characters_and_whitespace_runs_collapse_to_one_space():
+    assert norm("a\x00b\x07c") == "a b c"
+    assert norm("  many \t\n\r spaces   ") == "many spaces"
+    assert norm("zero\u200bwidth") == "zero width"
+
+
+def test_null_stays_null_and_empty_stays_empty():
+    out = normalise(pa.array([None, "", "x"], pa.string()), DEFAULT)
+    assert out.to_pylist() == [None, "", "x"]
+
+
+def test_every_step_can_be_switched_off():
+    text = "Ｈｅｌｌｏ <b>X</b> 12"
+    assert norm(text, OFF) == text
+    assert norm(text, Normalisation(nfkc=False)) == f"ｈｅｌｌｏ x {NUM_TOKEN}"
+    assert norm(text, Normalisation(strip_html=False)) == f"hello <b>x</b> {NUM_TOKEN}"
+    assert norm(text, Normalisation(placeholders=False)) == "hello x 12"
+    assert norm(text, Normalisation(lowercase=False)) == f"Hello X {NUM_TOKEN}"
+
+
+def test_chinese_text_is_kept_as_is():
+    assert norm("这个手机很好用，推荐！") == "这个手机很好用,推荐!"  # NFKC folds full-width punctuation
+
+
+def test_normalise_on_examples_is_idempotent():
+    examples = ["Ｈｅｌｌｏ　Ｗｏｒｌｄ！", "<p>x</p> &amp; y", "see https://a.b/c and a@b.com 42",
+                "这个手机很好用!Great phone, 5 stars.", "a\x00b \t c", "", None]
+    once = normalise(pa.array(examples, pa.string()), DEFAULT)
+    assert normalise(once, DEFAULT).to_pylist() == once.to_pylist()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: one pass of strip_html can create a new tag or entity "
+                                       "('<<>>' -> '< >', '&amp;lt;' -> '&lt;'), so normalise is not idempotent")
+@pytest.mark.parametrize("text", ["<<>>", "&amp;lt;", "&lt;b&gt;bold"])
+def test_normalise_is_idempotent_on_html_that_decodes_into_html(text):
+    once = norm(text)
+    assert norm(once) == once
+
+
+def test_truncate_counts_characters_not_bytes():
+    assert truncate(pa.array(["这个手机很好", "abcdef", None]), 2).to_pylist() == ["这个", "ab", None]
+
+
+def test_each_cjk_character_is_one_token():
+    assert tokens("这个手机") == ["这", "个", "手", "机"]
+
+
+def test_latin_words_stay_whole_and_punctuation_is_its_own_token():
+    assert tokens("great phone, really!") == ["great", "phone", ",", "really", "!"]
+    assert tokens("don't") == ["don", "'", "t"]
+
+
+def test_mixed_chinese_and_english_tokens():
+    assert tokens("手机great好!") == ["手", "机", "great", "好", "!"]
+
+
+def test_placeholders_are_single_tokens():
+    text = norm("mail a@b.com or visit http://x.org, pay 100")
+    assert tokens(text) == ["mail", EMAIL_TOKEN, "or", "visit", URL_TOKEN, ",", "pay", NUM_TOKEN]
+
+
+def test_tokenise_keeps_one_list_per_text_and_null_for_null():
+    out = tokenise(pa.array(["a b", None, "c"], pa.string()))
+    assert len(out) == 3
+    assert out[1].as_py() is None
+    assert [t for t in out[2].as_py() if t] == ["c"]
+
+
+def test_empty_text_has_no_real_tokens():
+    assert tokens("") == []
+
+
+def test_jieba_keeps_chinese_words_whole():
+    out = [t for t in tokenise(pa.array(["我喜欢这个手机!"]), use_jieba=True)[0].as_py() if t]
+    assert "".join(out) == "我喜欢这个手机!"
+    assert "手机" in out and out[-1] == "!"
+
+
+arbitrary_texts = st.lists(st.one_of(st.none(), st.text(max_size=80)), max_size=6)
+flags = st.builds(Normalisation, nfkc=st.booleans(), lowercase=st.booleans(), strip_html=st.booleans(),
+                  placeholders=st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=arbitrary_texts, s=flags)
+def test_normalise_never_raises_and_keeps_length_and_nulls(texts, s):
+    out = normalise(pa.array(texts, pa.string()), s)
+    assert len(out) == len(texts)
+    assert [v is None for v in out.to_pylist()] == [t is None for t in texts]
+    for value in out.to_pylist():
+        if value is not None:
+            assert value == value.strip() and "  " not in value
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=arbitrary_texts, s=flags)
+def test_normalise_is_idempotent_without_html_stripping(texts, s):
+    s = Normalisation(nfkc=s.nfkc, lowercase=s.lowercase, strip_html=False, placeholders=s.placeholders)
+    once = normalise(pa.array(texts, pa.string()), s)
+    assert normalise(once, s).to_pylist() == once.to_pylist()
+
+
+html_free = st.text(alphabet=st.characters(blacklist_characters="<>&"), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(html_free, max_size=6))
+def test_normalise_is_idempotent_on_text_without_html_characters(texts):
+    once = normalise(pa.array(texts, pa.string()), DEFAULT)
+    assert normalise(once, DEFAULT).to_pylist() == once.to_pylist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(max_size=60), max_size=6))
+def test_tokens_never_contain_whitespace(texts):
+    for row in tokenise(normalise(pa.array(texts, pa.string()), DEFAULT)).to_pylist():
+        assert all(not any(ch.isspace() for ch in t) for t in row)
