@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.clean import clean
+from tasks.dvc import dvc_commit
 from tasks.evaluate import evaluate, publish_evaluation
 from tasks.export import export
 from tasks.ingest import ingest
@@ -44,5 +45,6 @@ def pipeline(params_file: str = "params.yaml", overrides: dict[str, Any] | None 
     digest = section_digest(p)
     results = {name: run_stage_task(name, p) for name in STAGE_TASKS}
     publish_evaluation(p.paths.evaluation)
+    dvc_commit(list(STAGE_TASKS), do_push=p.dvc.push)
     metrics = read_json(p.paths.metrics)
     return {"params_digest": digest, "metrics": metrics, "stages": {k: v["key"] for k, v in results.items()}}

@@ -179,6 +179,11 @@ class ScheduleParams:
 
 
 @dataclass(frozen=True)
+class DvcParams:
+    push: bool = False  # end each flow run with `dvc push` to the default remote
+
+
+@dataclass(frozen=True)
 class Params:
     paths: PathsParams = field(default_factory=PathsParams)
     ingest: IngestParams = field(default_factory=IngestParams)
@@ -190,6 +195,7 @@ class Params:
     export: ExportParams = field(default_factory=ExportParams)
     runner: RunnerParams = field(default_factory=RunnerParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
+    dvc: DvcParams = field(default_factory=DvcParams)
 
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}  # type: ignore[misc]

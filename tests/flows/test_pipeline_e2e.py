@@ -43,10 +43,20 @@ def _task_states(output: str) -> dict[str, str]:
     return states
 
 
+def _make_project(root: Path) -> Path:
+    """A git + DVC project holding what dvc.yaml names: the code it hashes, dvc.yaml, the tiny params."""
+    root.mkdir(exist_ok=True)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copyfile(TINY, root / "params.yaml")
+    _run(["git", "init", "-q"], root)
+    _run([str(BIN / "dvc"), "init", "-q"], root)
+    return root
+
+
 @pytest.fixture(scope="module")
 def flow_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    project = tmp_path_factory.mktemp("flow")
-    shutil.copyfile(TINY, project / "params.yaml")
+    project = _make_project(tmp_path_factory.mktemp("flow") / "project")
     result = _run([str(BIN / "textrnn"), "run"], project)
     return project, result.stdout + result.stderr
 
@@ -76,18 +86,19 @@ def test_second_flow_run_is_fully_cached_and_a_deleted_output_is_rebuilt(flow_pr
     assert content_hash(project / "models/export") == before  # rebuilt, and deterministic
 
 
+def test_after_a_flow_run_dvc_is_up_to_date(flow_project):
+    project, _ = flow_project
+    assert (project / "dvc.lock").is_file()
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], project).stdout
+    repro = _run([str(BIN / "dvc"), "repro"], project)
+    assert "didn't change, skipping" in repro.stdout and "Running stage" not in repro.stdout
+
+
 def test_dvc_repro_runs_the_same_stages_and_produces_the_same_artifacts(flow_project, tmp_path):
     flow_dir, _ = flow_project
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copyfile(REPO / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copyfile(TINY, repo / "params.yaml")
-    _run(["git", "init", "-q"], repo)
-    _run([str(BIN / "dvc"), "init", "-q"], repo)
+    repo = _make_project(tmp_path / "repo")
     _run([str(BIN / "dvc"), "repro"], repo)
     assert (repo / "dvc.lock").is_file()
-    status = _run([str(BIN / "dvc"), "status"], repo)
-    assert "up to date" in status.stdout
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], repo).stdout
     for artifact in ARTIFACTS:
         assert content_hash(repo / artifact) == content_hash(flow_dir / artifact), artifact
