@@ -17,6 +17,7 @@ from tasks.vocab import vocab
 from textrnn.config import Params, load_params, section_digest
 from textrnn.freshness import outputs_fresh, stage_key
 from textrnn.io import read_json
+from textrnn.locking import project_lock
 from textrnn.pipeline import STAGE_SPECS
 
 STAGE_TASKS = {"ingest": ingest, "clean": clean, "vocab": vocab, "train": train, "evaluate": evaluate,
@@ -43,8 +44,9 @@ def pipeline(params_file: str = "params.yaml", overrides: dict[str, Any] | None 
     """ingest → clean → vocab → train → evaluate → export, each a content-cached task."""
     p = load_params(params_file, overrides)
     digest = section_digest(p)
-    results = {name: run_stage_task(name, p) for name in STAGE_TASKS}
-    publish_evaluation(p.paths.evaluation)
-    dvc_commit(list(STAGE_TASKS), do_push=p.dvc.push)
+    with project_lock():
+        results = {name: run_stage_task(name, p) for name in STAGE_TASKS}
+        publish_evaluation(p.paths.evaluation)
+        dvc_commit(list(STAGE_TASKS), do_push=p.dvc.push)
     metrics = read_json(p.paths.metrics)
     return {"params_digest": digest, "metrics": metrics, "stages": {k: v["key"] for k, v in results.items()}}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from textrnn.config import ParamsError, load_params, parse_override
+from textrnn.locking import ProjectBusyError
 
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
@@ -62,18 +63,23 @@ def _log_to_stderr() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("textrnn")
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # some libraries configure the root logger; print each line once
     if not logger.handlers:
         logger.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _log_to_stderr()
+    if args.command in ("stage", "predict"):
+        _log_to_stderr()  # under `run` and `serve`, Prefect's handlers show the textrnn logger
     try:
         return _COMMANDS[args.command](args)
     except ParamsError as err:
         print(f"textrnn: invalid params: {err}", file=sys.stderr)
         return 2
+    except ProjectBusyError as err:
+        print(f"textrnn: {err}", file=sys.stderr)
+        return 3
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,9 +98,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from textrnn.locking import project_lock
     from textrnn.pipeline import run_stage
 
-    result = run_stage(args.name, load_from_args(args))
+    params = load_from_args(args)
+    with project_lock():
+        result = run_stage(args.name, params)
     print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=False))
     return 0
 

@@ -157,6 +157,7 @@ class EvaluateParams:
 class ExportParams:
     opset: int = 18
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    quantize: bool = False  # also write model.int8.onnx (dynamic int8) and report its accuracy and speed
     parity_atol: float = 1e-4
     parity_min_argmax_agreement: float = 0.999
     batch_size: int = 256

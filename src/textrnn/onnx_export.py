@@ -64,3 +64,29 @@ def check_parity(model: RNNClassifier, onnx_path: Path, split: EncodedSplit, bat
         raise ParityError(f"{onnx_path}: onnxruntime differs from torch on the test split: {result} "
                           f"(allowed: max diff ≤ {atol}, agreement ≥ {min_agreement})")
     return result
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of weights (LSTM/GRU and MatMul) with onnxruntime."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def onnx_accuracy_and_speed(path: Path, split: EncodedSplit, batch_size: int) -> dict:
+    """Test accuracy and rows/s of an ONNX model on `split` (tokenised already; batches sorted by length)."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batches = [to_tensors(split, rows, torch.device("cpu")) + (rows,)
+               for rows in sequential_batches(split.lengths, batch_size)]
+    predicted = np.zeros(len(split), dtype=np.int64)
+    start = time.perf_counter()
+    for ids, lengths, _, rows in batches:
+        predicted[rows] = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})[0].argmax(1)
+    seconds = time.perf_counter() - start
+    accuracy = float((predicted == np.asarray(split.labels)).mean()) if len(split) else 0.0
+    return {"accuracy": accuracy, "rows_per_s": len(split) / max(seconds, 1e-9)}
