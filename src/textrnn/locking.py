@@ -20,7 +20,7 @@ class ProjectBusyError(RuntimeError):
 def project_lock(path: Path = LOCK_PATH) -> Iterator[None]:
     """Hold an exclusive lock on `path` for the duration; the OS releases it if the process dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open while the lock is held)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

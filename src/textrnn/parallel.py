@@ -16,7 +16,7 @@ class SerialExecutor(Executor):
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001 (handed to the caller through the future)
+        except BaseException as err:
             future.set_exception(err)
         return future
 

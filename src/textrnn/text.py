@@ -69,7 +69,9 @@ def tokenise(texts: pa.Array, use_jieba: bool = False) -> pa.ListArray:
         spaced = pc.replace_substring_regex(_jieba_segment(texts), _SPLIT_SYMBOLS, r" \1 ")
     else:
         spaced = pc.replace_substring_regex(texts, _SPLIT_CJK_AND_SYMBOLS, r" \1 ")
-    return pc.utf8_split_whitespace(spaced)
+    # Trim first: pyarrow 26's utf8_split_whitespace can keep a trailing space on the last token of an
+    # array ("吧 "), depending on memory left by earlier work.
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
 
 
 def _jieba_segment(texts: pa.Array) -> pa.Array:

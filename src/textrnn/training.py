@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +136,9 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
                                                                           p.warmup_fraction))
     weight = class_weights(np.asarray(train.labels), cfg.num_classes).to(device) if p.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
+    # The saved state is only valid for the same data, model and training params.
+    fingerprint = hashlib.sha256(json.dumps([fingerprint, cfg.to_dict(), asdict(p)], sort_keys=True).encode()
+                                 ).hexdigest()
     state = load_fit_state(state_path, fingerprint, model, optimizer, scheduler)
     lengths = train.lengths
     while state.epoch < p.epochs and state.stale_epochs < p.patience:
@@ -164,6 +170,20 @@ def _advance(state: FitState, model: nn.Module, row: dict) -> None:
         state.stale_epochs += 1
 
 
+def load_verified(path: Path) -> dict:
+    """torch.load (weights only) after checking every member's CRC: torch itself does not, so flipped
+    bytes inside tensor data would otherwise load silently as wrong weights."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path}: not a valid torch archive ({err})") from err
+    if broken is not None:
+        raise ValueError(f"{path}: checksum mismatch in {broken!r} (corrupted file)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_fit_state(path: Path, fingerprint: str, state: FitState, model, optimizer, scheduler) -> None:
     payload = {
         "fingerprint": fingerprint, "epoch": state.epoch, "best_f1": state.best_f1,
@@ -180,8 +200,8 @@ def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler) ->
     if not path.exists():
         return FitState()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (a corrupt resume file is discarded, never trusted)
+        payload = load_verified(path)
+    except Exception as err:
         log.warning("%s: unreadable training state (%s); starting from scratch", path, err)
         return FitState()
     if payload.get("fingerprint") != fingerprint:
@@ -209,10 +229,10 @@ def save_checkpoint(path: Path, model: RNNClassifier, vocab_digest: str, labels:
 def load_checkpoint(path: str | Path, expected_vocab_digest: str | None = None) -> tuple[RNNClassifier, dict]:
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_verified(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: checkpoint missing (run the train stage)") from None
-    except Exception as err:  # noqa: BLE001 (re-raised with the file named)
+    except Exception as err:
         raise ValueError(f"{path}: corrupt checkpoint ({err}); rerun the train stage") from err
     if expected_vocab_digest and payload["vocab_digest"] != expected_vocab_digest:
         raise ValueError(f"{path}: trained on another vocabulary than the current one; rerun the train stage")

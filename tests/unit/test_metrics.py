@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from textrnn.metrics import (calibration_rows, confusion_rows, curve_rows, expected_calibration_error,
-                             headline_metrics, per_class_rows, plot_figures, softmax, train_baseline)
+from textrnn.metrics import (
+    calibration_rows,
+    confusion_rows,
+    curve_rows,
+    expected_calibration_error,
+    headline_metrics,
+    per_class_rows,
+    plot_figures,
+    softmax,
+    train_baseline,
+)
 
 # Six rows, two classes; predictions: 0 0 1 1 1 0 against labels 0 0 0 1 1 1 (two mistakes).
 BINARY_PROBS = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])

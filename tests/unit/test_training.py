@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +45,8 @@ def state_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, tensor in a.items():
+        assert torch.equal(tensor, b[key]), key
 
 
 def test_loss_falls_when_overfitting_16_examples(splits, tmp_path):
@@ -67,7 +69,7 @@ def test_warmup_decay_rises_linearly_then_decays_to_zero():
     assert factor(10) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.5)
     decay = [factor(s) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(decay))
     assert factor(100) == pytest.approx(0.0, abs=1e-12)
     assert factor(500) == pytest.approx(0.0, abs=1e-12)  # past the end it stays at zero
 
@@ -129,13 +131,14 @@ def test_a_finished_state_with_the_same_fingerprint_is_not_trained_again(splits,
 
 def test_a_state_with_another_fingerprint_is_ignored(splits, tmp_path):
     train, val = splits
-    fresh, fresh_state = fit(CFG, train, val, PARAMS, tmp_path / "fresh.pt", "new")
+    fresh, _ = fit(CFG, train, val, PARAMS, tmp_path / "fresh.pt", "new")
     # A finished two-epoch run under another fingerprint: resuming would train nothing at all.
     fit(CFG, train, val, dataclasses.replace(PARAMS, seed=99), tmp_path / "old.pt", "old")
     model, state = fit(CFG, train, val, PARAMS, tmp_path / "old.pt", "new")
     assert [row["epoch"] for row in state.history] == [1, 2]
     assert_same_tensors(model.state_dict(), fresh.state_dict())
-    assert torch.load(tmp_path / "old.pt", weights_only=True)["fingerprint"] == "new"
+    stored = torch.load(tmp_path / "old.pt", weights_only=True)["fingerprint"]
+    assert stored == torch.load(tmp_path / "fresh.pt", weights_only=True)["fingerprint"]
 
 
 def test_a_corrupt_state_file_is_ignored(splits, tmp_path):
@@ -177,6 +180,20 @@ def test_checkpoint_with_flipped_bytes_raises_naming_the_file(checkpoint, tmp_pa
     with pytest.raises(ValueError, match="broken.pt") as info:
         load_checkpoint(broken)
     assert "corrupt" in str(info.value)
+
+
+def test_flipped_bytes_inside_tensor_data_are_detected(checkpoint, tmp_path):
+    path, _ = checkpoint
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:  # the largest member holds tensor bytes
+        member = max(archive.infolist(), key=lambda info: info.compress_size)
+        start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    for i in range(start + member.compress_size // 2, start + member.compress_size // 2 + 8):
+        data[i] ^= 0xFF
+    broken = tmp_path / "flipped.pt"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="flipped.pt.*checksum"):
+        load_checkpoint(broken)
 
 
 def test_truncated_checkpoint_raises_naming_the_file(checkpoint, tmp_path):

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict
 from concurrent.futures import Executor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textrnn.cleaning import SPLITS, DedupIndex, RowRules, assign_split, check_rows, distinct_pairs, text_hashes
+from textrnn.cleaning import (
+    SPLITS,
+    DedupIndex,
+    RowRules,
+    assign_split,
+    check_rows,
+    distinct_pairs,
+    text_hashes,
+)
 from textrnn.config import CleanParams
 from textrnn.io import atomic_dir, list_shards, read_json, shard_name, write_json_into, write_table
 from textrnn.parallel import make_executor

@@ -16,8 +16,16 @@ import torch
 from textrnn.config import EvaluateParams
 from textrnn.data import EncodedSplit
 from textrnn.io import atomic_dir, read_folder, read_json, write_json
-from textrnn.metrics import (confusion_rows, curve_rows, headline_metrics, per_class_rows, plot_figures, softmax,
-                             train_baseline, write_csv)
+from textrnn.metrics import (
+    confusion_rows,
+    curve_rows,
+    headline_metrics,
+    per_class_rows,
+    plot_figures,
+    softmax,
+    train_baseline,
+    write_csv,
+)
 from textrnn.training import load_checkpoint, predict_logits
 from textrnn.vocab import Vocabulary
 
