@@ -6,8 +6,10 @@ out-of-range values before any stage starts, naming the key, the value and what 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import re
 import json
 import types
 import typing
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ParamsError(ValueError):
@@ -103,8 +108,10 @@ class ModelParams:
     pooling: Literal["last", "mean", "max", "attention", "maxmean"] = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
+    bigram_buckets: int = 0  # > 0: a bag of hashed token bigrams beside the RNN features
 
     def validate(self) -> None:
+        _check_range("model.bigram_buckets", self.bigram_buckets, low=0)
         _check_range("model.embedding_dim", self.embedding_dim, low=1)
         _check_range("model.hidden_size", self.hidden_size, low=1)
         _check_range("model.num_layers", self.num_layers, low=1)
@@ -294,7 +301,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
         raise ParamsError(f"--set {text!r}: expected section.key=value")
-    return key.strip(), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):
+        # YAML 1.1 reads 1e-3 as a string; dvc exp run -S reads it as a number, and so do we.
+        with contextlib.suppress(ValueError):
+            parsed = float(parsed) if _FLOAT.fullmatch(parsed.strip()) else parsed
+    return key.strip(), parsed
 
 
 def section_digest(section: Any) -> str:

@@ -54,7 +54,7 @@ class Predictor:
         order = order[lengths[order] > 0]
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch_ids, batch_lengths = _pad(ids, offsets, rows)
+            batch_ids, batch_lengths = pad_rows(ids, offsets, rows)
             out[rows] = self.session.run(None, {"ids": batch_ids, "lengths": batch_lengths})[0]
         return out, lengths > 0
 
@@ -72,7 +72,7 @@ class Predictor:
         return results
 
 
-def _pad(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = offsets[rows]
     lengths = offsets[rows + 1] - starts
     position = np.arange(int(lengths.max()))[None, :]

@@ -45,7 +45,7 @@ def iter_source(p: IngestParams) -> Iterator[pa.RecordBatch]:
     fs, files, fmt = resolve_source(p)
     for path in files:
         batches = _READERS[fmt](fs, path, p)
-        if p.max_rows_per_file:
+        if p.max_rows_per_file and fmt != "folder":  # the folder reader limits files per class itself
             batches = _limit_rows(batches, p.max_rows_per_file)
         yield from batches
 
@@ -61,6 +61,8 @@ def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str
     else:
         files = sorted(fs.glob(root)) if any(ch in root for ch in "*?[") else [root]
         files = [f for f in files if fs.isfile(f)]
+        if not files:
+            raise SourceError(f"ingest.source = {p.source!r}: no input files found")
         fmt = p.format if p.format != "auto" else _guess_file_format(files, p.source)
     if not files:
         raise SourceError(f"ingest.source = {p.source!r}: no input files found")
@@ -172,12 +174,16 @@ def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[
         bad_rows.append(row.text)
         return "skip"
 
+    def ignore_row(row) -> str:  # while only the header is read
+        return "skip"
+
     encoding = p.encoding.lower().replace("_", "-")
     read = pcsv.ReadOptions(block_size=1 << 22, encoding="utf8" if encoding in ("utf-8", "utf8") else p.encoding)
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
+    header_parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=ignore_row)
     with fs.open(path, "rb") as handle:
         try:
-            header = pcsv.open_csv(handle, read_options=read, parse_options=parse).schema.names
+            header = pcsv.open_csv(handle, read_options=read, parse_options=header_parse).schema.names
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return

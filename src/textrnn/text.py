@@ -44,10 +44,7 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     if s.nfkc:
         out = pc.utf8_normalize(out, "NFKC")
     if s.strip_html:
-        out = pc.replace_substring_regex(out, _HTML_TAG, " ")
-        out = pc.replace_substring_regex(out, _NUMERIC_ENTITY, " ")
-        for entity, char in _HTML_ENTITIES.items():
-            out = pc.replace_substring(out, entity, char)
+        out = _strip_html(out)
     if s.placeholders:
         out = pc.replace_substring_regex(out, _URL, f" {URL_TOKEN} ")
         out = pc.replace_substring_regex(out, _EMAIL, f" {EMAIL_TOKEN} ")
@@ -57,6 +54,20 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     out = pc.replace_substring_regex(out, _CONTROL, " ")
     out = pc.replace_substring_regex(out, r"\s+", " ")
     return pc.utf8_trim_whitespace(out)
+
+
+def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
+    """Remove tags and decode entities until nothing changes: one pass can uncover new ones
+    ('&amp;lt;b&amp;gt;' → '&lt;b&gt;' → '<b>' → ''), and normalising twice must change nothing."""
+    for _ in range(max_passes):
+        stripped = pc.replace_substring_regex(texts, _HTML_TAG, " ")
+        stripped = pc.replace_substring_regex(stripped, _NUMERIC_ENTITY, " ")
+        for entity, char in _HTML_ENTITIES.items():
+            stripped = pc.replace_substring(stripped, entity, char)
+        if stripped.equals(texts):
+            break
+        texts = stripped
+    return texts
 
 
 def truncate(texts: pa.Array, max_chars: int) -> pa.Array:

@@ -132,7 +132,8 @@ def test_label_list_becomes_a_tuple_of_strings(tmp_path):
 
 def test_negative_dropout_is_out_of_range(tmp_path):
     path = write_params(tmp_path, {"model": {"dropout": -0.1}})
-    with pytest.raises(ParamsError, match=r"model\.dropout = -0\.1 is out of range; allowed: >= 0\.0 and <= 1\.0"):
+    message = r"model\.dropout = -0\.1 is out of range; allowed: >= 0\.0 and <= 1\.0"
+    with pytest.raises(ParamsError, match=message):
         load_params(path)
 
 
@@ -193,8 +194,6 @@ def test_parse_override_parses_the_value_as_yaml():
     assert parse_override("model.cell=gru") == ("model.cell", "gru")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: PyYAML (YAML 1.1) reads '1e-3' as a string, so --set train.lr=1e-3 "
-                                      "is rejected although dvc exp run -S accepts it")
 def test_parse_override_reads_exponent_notation_as_a_number():
     key, value = parse_override("train.lr=1e-3")
     assert load_params(TINY_YAML, {key: value}).train.lr == 0.001

@@ -3,6 +3,7 @@ clearly on a source it cannot read at all."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import fsspec
@@ -54,8 +55,6 @@ def test_csv_row_with_too_few_fields_becomes_bad_field_count_and_nothing_is_lost
     assert all(r["text"] == "lonely field" and r["label"] is None for r in bad)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sources._iter_delimited collects bad rows while sniffing the header "
-                                       "and again while reading, so each bad row of the first block is yielded twice")
 def test_csv_row_with_too_few_fields_is_yielded_exactly_once(tmp_path):
     path = write(tmp_path / "bad.csv", b"text,label\nfine,pos\nlonely field\nalso fine,neg\n")
     rows = read_all(path)
@@ -120,7 +119,8 @@ def test_csv_integer_labels_become_trimmed_strings(tmp_path):
 def test_mixed_chinese_and_english_text_survives_every_format(tmp_path):
     text = "这个手机 great 👍, 真的"
     csv = write(tmp_path / "m.csv", f'text,label\n"{text}",好\n'.encode())
-    jsonl = write(tmp_path / "m.jsonl", ('{"text": "%s", "label": "好"}\n' % text).encode())
+    line = json.dumps({"text": text, "label": "好"}, ensure_ascii=False) + "\n"
+    jsonl = write(tmp_path / "m.jsonl", line.encode())
     parquet = tmp_path / "m.parquet"
     pq.write_table(pa.table({"text": [text], "label": ["好"]}), parquet)
     for path in (csv, jsonl, parquet):
@@ -129,7 +129,8 @@ def test_mixed_chinese_and_english_text_survives_every_format(tmp_path):
 
 def write_parquet_dir(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    pq.write_table(pa.table({"text": ["a", "b"], "label": [1, 2], "extra": [0.5, 0.6]}), folder / "p1.parquet")
+    first = pa.table({"text": ["a", "b"], "label": [1, 2], "extra": [0.5, 0.6]})
+    pq.write_table(first, folder / "p1.parquet")
     pq.write_table(pa.table({"text": ["c"], "label": [3], "extra": [0.7]}), folder / "p2.parquet")
     return folder
 
@@ -161,8 +162,6 @@ def test_glob_matching_nothing_is_a_source_error_naming_the_source(tmp_path):
         read_all(tmp_path / "*.parquet")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: resolve_source guesses the format before checking that any file "
-                                       "exists, so a missing path reports 'cannot tell the format from suffixes []'")
 def test_missing_file_with_auto_format_says_no_input_files(tmp_path):
     with pytest.raises(SourceError, match="no input files"):
         read_all(tmp_path / "missing.csv")
@@ -205,8 +204,6 @@ def test_folder_per_class_bad_utf8_file_becomes_an_error_row(tmp_path):
     assert [(r["label"], r["error"]) for r in rows] == [("a", None), ("b", "bad_utf8")]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: iter_source applies _limit_rows to the whole folder as if it were "
-                                       "one file, so max_rows_per_file keeps only the first class")
 def test_folder_per_class_max_rows_per_file_limits_files_per_class(tmp_path):
     root = tmp_path / "corpus"
     for label in ("x", "y"):

@@ -1,0 +1,190 @@
+"""textrnn.cleaning: row checks, text hashes, the hash-based split and the cross-chunk dedup index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from textrnn.cleaning import (
+    REASONS,
+    DedupIndex,
+    RowRules,
+    assign_split,
+    check_rows,
+    distinct_pairs,
+    text_hashes,
+)
+from textrnn.sources import RAW_SCHEMA
+from textrnn.text import Normalisation
+
+LABELS = ("neg", "pos")
+
+
+def raw_batch(*rows: tuple) -> pa.RecordBatch:
+    """Rows of (text, label) or (text, label, error)."""
+    records = [{"text": r[0], "label": r[1], "source": "test.csv", "row": i + 1,
+                "error": r[2] if len(r) > 2 else None} for i, r in enumerate(rows)]
+    return pa.RecordBatch.from_pylist(records, schema=RAW_SCHEMA)
+
+
+def rules(max_chars: int = 20, min_chars: int = 1, too_long: str = "truncate") -> RowRules:
+    return RowRules(normalisation=Normalisation(max_chars=max_chars), min_chars=min_chars, too_long=too_long,
+                    labels=LABELS)
+
+
+def test_good_row_is_normalised_and_gets_its_label_id():
+    text, label_ids, reason = check_rows(raw_batch(("Good  PHONE", "pos"), ("bad", "neg")), rules())
+    assert text.to_pylist() == ["good phone", "bad"]
+    assert label_ids.tolist() == [1, 0]
+    assert reason.tolist() == [None, None]
+
+
+def test_empty_and_whitespace_only_and_null_text_are_empty():
+    batch = raw_batch(("", "pos"), ("  \t ", "pos"), (None, "pos"), ("<br>", "pos"))
+    _, label_ids, reason = check_rows(batch, rules())
+    assert reason.tolist() == ["empty"] * 4
+    assert label_ids.tolist() == [-1] * 4
+
+
+def test_text_shorter_than_min_chars_is_too_short():
+    _, _, reason = check_rows(raw_batch(("ab", "pos"), ("abc", "pos")), rules(min_chars=3))
+    assert reason.tolist() == ["too_short", None]
+
+
+def test_too_long_with_drop_rejects_the_row():
+    text, label_ids, reason = check_rows(raw_batch(("x" * 11, "pos"), ("x" * 10, "pos")),
+                                         rules(max_chars=10, too_long="drop"))
+    assert reason.tolist() == ["too_long", None]
+    assert label_ids.tolist() == [-1, 1]
+
+
+def test_too_long_with_truncate_keeps_the_row_cut_to_max_chars():
+    text, label_ids, reason = check_rows(raw_batch(("这个手机非常非常好用", "pos")), rules(max_chars=4))
+    assert reason.tolist() == [None]
+    assert text.to_pylist() == ["这个手机"]
+    assert label_ids.tolist() == [1]
+
+
+def test_null_or_blank_label_is_missing_label():
+    _, _, reason = check_rows(raw_batch(("fine", None), ("fine", ""), ("fine", "pos")), rules())
+    assert reason.tolist() == ["missing_label", "missing_label", None]
+
+
+def test_label_outside_the_allowed_set_is_unknown_label():
+    _, label_ids, reason = check_rows(raw_batch(("fine", "meh"), ("fine", "POS")), rules())
+    assert reason.tolist() == ["unknown_label", "unknown_label"]
+    assert label_ids.tolist() == [-1, -1]
+
+
+def test_reader_error_is_carried_over_and_wins_over_other_reasons():
+    batch = raw_batch((None, "pos", "bad_utf8"), ("lonely field", None, "bad_field_count"))
+    _, label_ids, reason = check_rows(batch, rules())
+    assert reason.tolist() == ["bad_utf8", "bad_field_count"]
+    assert label_ids.tolist() == [-1, -1]
+
+
+def test_empty_wins_over_a_missing_label():
+    _, _, reason = check_rows(raw_batch(("", None),), rules())
+    assert reason.tolist() == ["empty"]
+
+
+def test_every_reason_is_a_known_reason_code():
+    batch = raw_batch(("ok text", "pos"), ("", "pos"), ("a", "pos"), ("x" * 30, "pos"), ("fine", None),
+                      ("fine", "meh"), (None, "pos", "bad_utf8"))
+    _, _, reason = check_rows(batch, rules(min_chars=2, too_long="drop"))
+    assert {r for r in reason.tolist() if r is not None} <= set(REASONS)
+    assert reason.tolist()[0] is None
+
+
+def test_text_hashes_are_deterministic_and_differ_between_texts():
+    texts = pa.array(["a", "b", "a", "这个", None, ""])
+    first = text_hashes(texts)
+    assert first.dtype == np.uint64
+    np.testing.assert_array_equal(text_hashes(texts), first)
+    assert first[0] == first[2]
+    assert first[0] != first[1] and first[0] != first[3]
+    assert first[4] == first[5]  # null hashes like the empty string
+
+
+def test_text_hash_of_a_text_does_not_depend_on_its_neighbours():
+    alone = text_hashes(pa.array(["hello"]))[0]
+    among = text_hashes(pa.array(["x", "y", "hello", "z"]))[2]
+    assert alone == among
+
+
+def random_hashes(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + \
+        np.uint64(1)
+
+
+def test_assign_split_is_deterministic_for_a_seed():
+    hashes = random_hashes(1000)
+    first = assign_split(hashes, 13, 0.1, 0.1)
+    np.testing.assert_array_equal(assign_split(hashes, 13, 0.1, 0.1), first)
+    assert set(np.unique(first).tolist()) == {0, 1, 2}
+    assert not np.array_equal(assign_split(hashes, 14, 0.1, 0.1), first)
+
+
+def test_assign_split_roughly_respects_the_fractions():
+    split = assign_split(random_hashes(20_000, seed=1), 13, 0.15, 0.05)
+    shares = np.bincount(split, minlength=3) / len(split)
+    np.testing.assert_allclose(shares, [0.80, 0.15, 0.05], atol=0.015)
+
+
+def test_assign_split_with_zero_fractions_puts_everything_in_train():
+    assert assign_split(random_hashes(500), 13, 0.0, 0.0).tolist() == [0] * 500
+
+
+def test_assign_split_of_a_row_ignores_row_order_and_other_rows():
+    hashes = random_hashes(2000, seed=2)
+    split = assign_split(hashes, 7, 0.1, 0.1)
+    order = np.random.default_rng(3).permutation(len(hashes))
+    np.testing.assert_array_equal(assign_split(hashes[order], 7, 0.1, 0.1), split[order])
+    np.testing.assert_array_equal(assign_split(hashes[:10], 7, 0.1, 0.1), split[:10])
+
+
+def test_growing_val_fraction_only_moves_rows_out_of_train():
+    hashes = random_hashes(5000, seed=4)
+    small = assign_split(hashes, 13, 0.1, 0.1)
+    large = assign_split(hashes, 13, 0.2, 0.1)
+    assert np.all(large[small == 2] == 2)  # the test split is unchanged
+    assert np.all(large[small == 1] == 1)
+
+
+def pairs_of(texts: list[str], label_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    hashes = text_hashes(pa.array(texts))
+    labels = np.array(label_ids, dtype=np.int32)
+    return hashes, labels, distinct_pairs(hashes, labels)
+
+
+def test_distinct_pairs_skip_unusable_rows_and_repeat_nothing():
+    hashes, labels, pairs = pairs_of(["a", "a", "b", "c"], [1, 1, 0, -1])
+    assert len(pairs) == 2
+    assert set(pairs["hash"].tolist()) == {int(hashes[0]), int(hashes[2])}
+
+
+def test_dedup_keeps_the_first_copy_across_chunks():
+    h1, l1, p1 = pairs_of(["a", "b", "a"], [1, 0, 1])
+    h2, l2, p2 = pairs_of(["b", "c", "a"], [0, 0, 1])
+    index = DedupIndex([p1, p2])
+    assert len(index) == 3
+    assert index.decide(h1, l1 >= 0).tolist() == [None, None, "duplicate"]
+    assert index.decide(h2, l2 >= 0).tolist() == ["duplicate", None, "duplicate"]
+
+
+def test_dedup_of_a_text_under_two_labels_keeps_neither_copy():
+    h1, l1, p1 = pairs_of(["same text", "other"], [1, 0])
+    h2, l2, p2 = pairs_of(["same text"], [0])
+    index = DedupIndex([p1, p2])
+    assert index.decide(h1, l1 >= 0).tolist() == ["label_conflict", None]
+    assert index.decide(h2, l2 >= 0).tolist() == ["label_conflict"]
+
+
+def test_dedup_leaves_unusable_rows_alone():
+    hashes, labels, pairs = pairs_of(["a", "a"], [-1, 1])
+    index = DedupIndex([pairs])
+    assert index.decide(hashes, labels >= 0).tolist() == [None, None]
+
+
+def test_dedup_index_of_no_chunks_is_empty():
+    assert len(DedupIndex([])) == 0

@@ -1,0 +1,138 @@
+"""textrnn.data: encoded splits on disk, padded batches, length bucketing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textrnn.data import (
+    EncodedSplit,
+    bucketed_batches,
+    padding_fraction,
+    sequential_batches,
+    write_encoded_split,
+)
+
+
+def chunk(row_ids: list[list[int]], labels: list[int], unknown: int = 0):
+    ids = np.array([i for r in row_ids for i in r], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in row_ids])]).astype(np.int64)
+    return ids, offsets, np.array(labels, dtype=np.int64), unknown
+
+
+ROWS_A = [[5, 6, 7], [], [8]]
+ROWS_B = [[9, 1], [2, 3, 4, 5]]
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    folder = tmp_path / "train"
+    chunks = [chunk(ROWS_A, [0, 1, 0], unknown=0), chunk(ROWS_B, [1, 1], unknown=1)]
+    stats = write_encoded_split(folder, chunks)
+    return folder, stats
+
+
+def test_written_split_loads_back_row_for_row(split_dir):
+    folder, stats = split_dir
+    split = EncodedSplit.load(folder)
+    assert len(split) == 5
+    got = [split.ids[split.offsets[i]:split.offsets[i + 1]].tolist() for i in range(len(split))]
+    assert got == ROWS_A + ROWS_B
+    assert split.labels.tolist() == [0, 1, 0, 1, 1]
+    assert split.lengths.tolist() == [3, 0, 1, 2, 4]
+    assert stats["rows"] == 5 and stats["tokens"] == 10
+    assert stats["oov_rate"] == pytest.approx(0.1)
+    assert stats["length_max"] == 4
+
+
+def test_written_split_files_have_the_documented_dtypes(split_dir):
+    folder, _ = split_dir
+    assert sorted(p.name for p in folder.iterdir()) == ["ids.bin", "labels.bin", "meta.json", "offsets.bin"]
+    assert (folder / "ids.bin").stat().st_size == 10 * 4
+    assert (folder / "offsets.bin").stat().st_size == 6 * 8
+    assert (folder / "labels.bin").stat().st_size == 5 * 8
+
+
+def test_empty_split_round_trips(tmp_path):
+    stats = write_encoded_split(tmp_path / "val", [])
+    split = EncodedSplit.load(tmp_path / "val")
+    assert len(split) == 0 and stats["rows"] == 0 and stats["oov_rate"] == 0.0
+    assert split.offsets.tolist() == [0]
+
+
+def test_padded_gives_right_padded_rows_with_pad_id_zero(split_dir):
+    split = EncodedSplit.load(split_dir[0])
+    ids, lengths, labels = split.padded(np.array([0, 4, 2]))
+    assert ids.shape == (3, 4) and ids.dtype == np.int64
+    assert ids.tolist() == [[5, 6, 7, 0], [2, 3, 4, 5], [8, 0, 0, 0]]
+    assert lengths.tolist() == [3, 4, 1]
+    assert labels.tolist() == [0, 1, 0]
+
+
+def test_padded_gives_an_empty_row_length_one_of_padding(split_dir):
+    split = EncodedSplit.load(split_dir[0])
+    ids, lengths, _ = split.padded(np.array([1]))
+    assert ids.tolist() == [[0]]
+    assert lengths.tolist() == [1]
+    ids, lengths, _ = split.padded(np.array([1, 3]))
+    assert ids.tolist() == [[0, 0], [9, 1]] and lengths.tolist() == [1, 2]
+
+
+def test_load_of_a_truncated_ids_file_raises_value_error_naming_it(split_dir):
+    folder, _ = split_dir
+    data = (folder / "ids.bin").read_bytes()
+    (folder / "ids.bin").write_bytes(data[:-4])
+    with pytest.raises(ValueError, match="ids.bin"):
+        EncodedSplit.load(folder)
+
+
+def test_load_of_a_missing_offsets_file_raises_value_error(split_dir):
+    folder, _ = split_dir
+    (folder / "offsets.bin").unlink()
+    with pytest.raises(ValueError, match="offsets.bin"):
+        EncodedSplit.load(folder)
+
+
+def test_load_of_a_truncated_meta_json_raises_value_error(split_dir):
+    folder, _ = split_dir
+    meta = (folder / "meta.json").read_text()
+    (folder / "meta.json").write_text(meta[:10])
+    with pytest.raises(ValueError, match="meta.json"):
+        EncodedSplit.load(folder)
+
+
+def test_bucketed_batches_cover_every_row_exactly_once():
+    lengths = np.random.default_rng(0).integers(0, 100, size=1003)
+    batches = bucketed_batches(lengths, batch_size=32, rng=np.random.default_rng(5), bucket_size=4)
+    assert all(0 < len(b) <= 32 for b in batches)
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(1003))
+
+
+def test_bucketed_batches_are_deterministic_for_a_seed():
+    lengths = np.random.default_rng(0).integers(0, 100, size=500)
+    one = bucketed_batches(lengths, 16, np.random.default_rng(7), bucket_size=5)
+    two = bucketed_batches(lengths, 16, np.random.default_rng(7), bucket_size=5)
+    other = bucketed_batches(lengths, 16, np.random.default_rng(8), bucket_size=5)
+    assert [b.tolist() for b in one] == [b.tolist() for b in two]
+    assert [b.tolist() for b in one] != [b.tolist() for b in other]
+
+
+def test_bucketing_pads_less_than_plain_shuffled_batches():
+    lengths = np.random.default_rng(1).integers(1, 200, size=4000)
+    bucketed = bucketed_batches(lengths, 32, np.random.default_rng(0), bucket_size=20)
+    order = np.random.default_rng(0).permutation(len(lengths))
+    plain = [order[i:i + 32] for i in range(0, len(order), 32)]
+    assert padding_fraction(lengths, bucketed) < padding_fraction(lengths, plain) / 2
+
+
+def test_sequential_batches_cover_every_row_in_length_order():
+    lengths = np.array([5, 1, 3, 0, 2])
+    batches = sequential_batches(lengths, 2)
+    assert [b.tolist() for b in batches] == [[3, 1], [4, 2], [0]]
+
+
+def test_padding_fraction_counts_empty_rows_as_one_position():
+    lengths = np.array([0, 2, 2])
+    assert padding_fraction(lengths, [np.array([1, 2])]) == 0.0
+    assert padding_fraction(lengths, [np.array([0, 1])]) == pytest.approx(0.25)
+    assert padding_fraction(lengths, []) == 0.0

@@ -1,0 +1,151 @@
+"""textrnn.vocab: token counting, vocabulary selection, encoding and the saved vocabulary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from textrnn.text import Normalisation, tokenise
+from textrnn.vocab import (
+    PAD,
+    PAD_ID,
+    UNK,
+    UNK_ID,
+    TokenCounter,
+    Vocabulary,
+    encode,
+    encode_raw,
+    select_tokens,
+)
+
+
+def counts(pairs: dict[str, int]) -> pa.Table:
+    return pa.table({"token": list(pairs), "count": pa.array(list(pairs.values()), pa.int64())})
+
+
+def vocab_of(tokens: list[str], max_len: int = 10) -> Vocabulary:
+    return Vocabulary(tokens=(PAD, UNK, *tokens), normalisation=Normalisation(), jieba=False, max_len=max_len)
+
+
+def rows(ids: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
+    return [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+
+
+def test_token_counter_sums_over_batches():
+    counter = TokenCounter(compact_every=2)
+    for texts in (["a b a", "c"], ["a c", ""], ["好 好"]):
+        counter.add(tokenise(pa.array(texts)))
+    table = counter.table()
+    got = dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
+    got.pop("", None)  # the tokeniser's empty edge tokens are dropped by select_tokens
+    assert got == {"a": 3, "b": 1, "c": 2, "好": 2}
+
+
+def test_empty_token_counter_gives_an_empty_table():
+    table = TokenCounter().table()
+    assert table.num_rows == 0 and table.column_names == ["token", "count"]
+
+
+def test_select_tokens_orders_by_count_then_token_after_the_specials():
+    chosen = select_tokens(counts({"b": 5, "a": 5, "z": 9, "c": 1}), min_freq=1, max_size=100)
+    assert chosen == (PAD, UNK, "z", "a", "b", "c")
+    assert chosen.index(PAD) == PAD_ID and chosen.index(UNK) == UNK_ID
+
+
+def test_select_tokens_drops_tokens_below_min_freq():
+    assert select_tokens(counts({"a": 3, "b": 2, "c": 1}), min_freq=2, max_size=100) == (PAD, UNK, "a", "b")
+
+
+def test_select_tokens_max_size_counts_the_specials():
+    chosen = select_tokens(counts({"a": 4, "b": 3, "c": 2, "d": 1}), min_freq=1, max_size=4)
+    assert chosen == (PAD, UNK, "a", "b")
+
+
+def test_select_tokens_never_repeats_the_specials_or_keeps_empty_tokens():
+    chosen = select_tokens(counts({PAD: 50, UNK: 40, "": 30, "a": 1}), min_freq=1, max_size=100)
+    assert chosen == (PAD, UNK, "a")
+
+
+def test_encode_maps_known_tokens_and_unknown_to_unk():
+    vocab = vocab_of(["good", "phone", "好"])
+    ids, offsets = encode(pa.array(["good phone", "bad phone 好"]), vocab)
+    assert ids.dtype == np.int32 and offsets.dtype == np.int64
+    assert rows(ids, offsets) == [[2, 3], [UNK_ID, 3, 4]]
+
+
+def test_encode_truncates_each_row_to_max_len():
+    vocab = vocab_of(["a", "b"], max_len=3)
+    ids, offsets = encode(pa.array(["a b a b a", "b", "a a a a"]), vocab)
+    assert rows(ids, offsets) == [[2, 3, 2], [3], [2, 2, 2]]
+    assert offsets.tolist() == [0, 3, 4, 7]
+
+
+def test_encode_empty_text_gives_an_empty_row():
+    vocab = vocab_of(["a", "!"])
+    ids, offsets = encode(pa.array(["", "a !", ""]), vocab)
+    assert rows(ids, offsets) == [[], [2, 3], []]
+
+
+def test_encode_of_a_sliced_array_starts_at_zero():
+    vocab = vocab_of(["a", "b"])
+    ids, offsets = encode(pa.array(["b", "a b", "a"]).slice(1), vocab)
+    assert offsets[0] == 0 and rows(ids, offsets) == [[2, 3], [2]]
+
+
+def test_encode_raw_applies_the_saved_normalisation():
+    vocab = vocab_of(["great", "phone", "xxnum"])
+    ids, offsets = encode_raw(["<b>GREAT</b> Ｐｈｏｎｅ 42"], vocab)
+    assert rows(ids, offsets) == [[2, 3, 4]]
+
+
+def test_vocabulary_json_round_trip_keeps_everything():
+    norm = Normalisation(lowercase=False, max_chars=50)
+    vocab = Vocabulary(tokens=(PAD, UNK, "好", "a"), normalisation=norm, jieba=True, max_len=7)
+    payload = json.loads(json.dumps(vocab.to_json()))
+    again = Vocabulary.from_json(payload)
+    assert again == vocab
+    assert again.digest == vocab.digest
+    assert payload["specials"] == {PAD: 0, UNK: 1}
+
+
+def test_vocabulary_digest_changes_with_tokens_and_tokeniser_settings():
+    base = vocab_of(["a", "b"])
+    assert vocab_of(["a", "b"]).digest == base.digest
+    assert vocab_of(["b", "a"]).digest != base.digest
+    assert vocab_of(["a", "b"], max_len=11).digest != base.digest
+    assert Vocabulary(base.tokens, Normalisation(nfkc=False), False, 10).digest != base.digest
+
+
+def test_from_json_rejects_a_payload_without_the_specials_first():
+    payload = vocab_of(["a"]).to_json()
+    payload["tokens"] = ["a", PAD, UNK]
+    with pytest.raises(ValueError, match="first two tokens"):
+        Vocabulary.from_json(payload)
+
+
+def test_from_json_rejects_a_payload_that_is_not_a_vocabulary():
+    with pytest.raises(ValueError, match="my.json: not a textrnn vocabulary"):
+        Vocabulary.from_json({"tokens": [PAD, UNK]}, origin="my.json")
+
+
+def test_load_round_trips_through_a_file(tmp_path):
+    vocab = vocab_of(["好", "b"])
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(vocab.to_json(), ensure_ascii=False), encoding="utf-8")
+    assert Vocabulary.load(path) == vocab
+
+
+def test_load_of_a_json_cut_in_half_names_the_file(tmp_path):
+    path = tmp_path / "vocab.json"
+    text = json.dumps(vocab_of(["a", "b", "c"]).to_json(), indent=2)
+    path.write_text(text[: len(text) // 2], encoding="utf-8")
+    with pytest.raises(ValueError, match="vocab.json"):
+        Vocabulary.load(path)
+
+
+def test_load_of_a_missing_file_says_which_stage_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab stage"):
+        Vocabulary.load(tmp_path / "vocab.json")
