@@ -85,7 +85,8 @@ def main() -> None:
     print(f"padding with random batches: {padding_fraction(lengths, random_batches):.4f}")
     print(f"peak RSS MiB: {peak_mib:,.0f}")
     print(f"ratio textrnn/bare tokens/s: {project / bare:.3f} (target >= 0.9)")
-    print(f"ratio padding bucketed/random: {padding_fraction(lengths, bucketed) / padding_fraction(lengths, random_batches):.3f}")
+    ratio = padding_fraction(lengths, bucketed) / padding_fraction(lengths, random_batches)
+    print(f"ratio padding bucketed/random: {ratio:.3f}")
 
 
 if __name__ == "__main__":

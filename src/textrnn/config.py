@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import re
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
