@@ -40,6 +40,16 @@ def _fsync_tree(root: Path) -> None:
     _fsync_dir(root)
 
 
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temps that a killed earlier run left beside `target` (runs on one project are serialised
+    by textrnn.locking, so no live run owns them)."""
+    for stale in target.parent.glob(f"{TMP_MARK}{target.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def _temp_sibling(target: Path) -> Path:
     return target.with_name(f"{TMP_MARK}{target.name}.{uuid.uuid4().hex[:8]}")
 
@@ -49,6 +59,7 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it replaces `target` in one rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
     tmp = _temp_sibling(target)
     try:
         yield tmp
@@ -69,6 +80,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
     tmp = _temp_sibling(target)
     tmp.mkdir()
     old = None

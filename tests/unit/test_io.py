@@ -206,3 +206,16 @@ def test_read_json_of_a_truncated_file_raises_value_error_naming_the_path(tmp_pa
 def test_read_json_of_a_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.json"):
         read_json(tmp_path / "absent.json")
+
+
+def test_temps_left_by_a_killed_run_are_removed_by_the_next_write(tmp_path):
+    from textrnn.io import atomic_dir, atomic_file
+
+    (tmp_path / ".tmp-out.deadbeef").mkdir()
+    (tmp_path / ".tmp-out.deadbeef" / "half.parquet").write_bytes(b"partial")
+    (tmp_path / ".tmp-file.json.cafebabe").write_text("{")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "done.txt").write_text("ok")
+    with atomic_file(tmp_path / "file.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json", "out"]
