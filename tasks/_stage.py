@@ -10,8 +10,7 @@ from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 
 from textrnn.config import Params, PathsParams, RunnerParams, section_digest
-from textrnn.freshness import record_outputs, stage_key
-from textrnn.pipeline import run_stage
+from textrnn.freshness import run_recorded, stage_key
 
 
 def params_for(paths: PathsParams, sections: dict[str, Any], runner: RunnerParams | None = None) -> Params:
@@ -35,11 +34,8 @@ def stage_task(name: str, *, retries: int = 0, retry_delay_seconds: list[int] | 
     """A Prefect task running stage `name`, cached by content (see textrnn.freshness)."""
 
     def body(paths: PathsParams, sections: dict[str, Any], runner: RunnerParams | None = None) -> dict:
-        params = params_for(paths, sections, runner)
-        key = stage_key(name, params)
-        result = run_stage(name, params)
-        outputs = record_outputs(name, params, key)
-        return {"stage": name, "key": key, "outputs": outputs, "result": result}
+        # Outputs that `dvc repro` (or an earlier run) produced for this exact key are reused, not redone.
+        return run_recorded(name, params_for(paths, sections, runner), reuse_fresh=True)
 
     body.__name__ = f"{name}_stage"
     body.__qualname__ = body.__name__

@@ -70,6 +70,7 @@ def _log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.getLogger("textrnn").setLevel(logging.INFO)
     if args.command in ("stage", "predict"):
         _log_to_stderr()  # under `run` and `serve`, Prefect's handlers show the textrnn logger
     try:
@@ -98,12 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from textrnn.freshness import run_recorded
     from textrnn.locking import project_lock
-    from textrnn.pipeline import run_stage
 
     params = load_from_args(args)
     with project_lock():
-        result = run_stage(args.name, params)
+        # Always runs (DVC or the user decided it should); the manifest lets a later flow reuse it.
+        result = run_recorded(args.name, params, reuse_fresh=False)["result"]
     print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=False))
     return 0
 

@@ -107,10 +107,8 @@ class ModelParams:
     pooling: Literal["last", "mean", "max", "attention", "maxmean"] = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
-    bigram_buckets: int = 0  # > 0: a bag of hashed token bigrams beside the RNN features
 
     def validate(self) -> None:
-        _check_range("model.bigram_buckets", self.bigram_buckets, low=0)
         _check_range("model.embedding_dim", self.embedding_dim, low=1)
         _check_range("model.hidden_size", self.hidden_size, low=1)
         _check_range("model.num_layers", self.num_layers, low=1)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from textrnn.config import Params
 from textrnn.io import content_hash, file_md5, read_json, write_json
-from textrnn.pipeline import STAGE_SPECS, code_files, stage_paths
+from textrnn.pipeline import STAGE_SPECS, code_files, run_stage, stage_paths
 
 MANIFEST_DIR = Path(".textrnn/manifests")
+log = logging.getLogger(__name__)
 
 
 def stage_key(name: str, params: Params) -> str:
@@ -40,10 +43,25 @@ def manifest_path(name: str, root: Path = MANIFEST_DIR) -> Path:
     return root / f"{name}.json"
 
 
-def record_outputs(name: str, params: Params, key: str, root: Path = MANIFEST_DIR) -> dict[str, str]:
+def record_outputs(name: str, params: Params, key: str, result: Any = None,
+                   root: Path = MANIFEST_DIR) -> dict[str, str]:
     outputs = output_hashes(name, params)
-    write_json(manifest_path(name, root), {"key": key, "outputs": outputs})
+    write_json(manifest_path(name, root), {"key": key, "outputs": outputs, "result": result})
     return outputs
+
+
+def run_recorded(name: str, params: Params, reuse_fresh: bool) -> dict:
+    """Run a stage and record its manifest. With `reuse_fresh`, outputs that a run with the same key left
+    intact (a flow run, or `textrnn stage` under `dvc repro`) are reused instead of recomputed."""
+    key = stage_key(name, params)
+    if reuse_fresh and outputs_fresh(name, params, key):
+        manifest = read_json(manifest_path(name))
+        log.info("%s: outputs of this exact key are intact; reused without running", name)
+        return {"stage": name, "key": key, "outputs": manifest["outputs"], "result": manifest.get("result"),
+                "reused": True}
+    result = json.loads(json.dumps(run_stage(name, params), default=str))  # plain JSON values only
+    outputs = record_outputs(name, params, key, result)
+    return {"stage": name, "key": key, "outputs": outputs, "result": result, "reused": False}
 
 
 def outputs_fresh(name: str, params: Params, key: str, root: Path = MANIFEST_DIR) -> bool:

@@ -31,7 +31,6 @@ class ModelConfig:
     pooling: str = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
-    bigram_buckets: int = 0
 
     @classmethod
     def from_params(cls, p: ModelParams, vocab_size: int, num_classes: int) -> ModelConfig:
@@ -68,11 +67,6 @@ class RNNClassifier(nn.Module):
         features = cfg.hidden_size * directions
         self.attention = nn.Linear(features, 1) if cfg.pooling == "attention" else None
         pooled = features * (2 if cfg.pooling == "maxmean" else 1)
-        # Optional bag of hashed token bigrams beside the RNN (fastText-style), 0 = off.
-        self.bigram_embedding = (nn.Embedding(cfg.bigram_buckets + 1, cfg.embedding_dim, padding_idx=0)
-                                 if cfg.bigram_buckets else None)
-        if self.bigram_embedding is not None:
-            pooled += cfg.embedding_dim
         self.head = nn.Linear(pooled, cfg.num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,19 +77,7 @@ class RNNClassifier(nn.Module):
             if layer > 0:
                 x = self.dropout(x)
             x = self._run_layer(layer, x, lengths)  # [B, T, H * directions]
-        features = self._pool(x, mask, lengths)
-        if self.bigram_embedding is not None:
-            features = torch.cat([features, self._bigram_bag(ids, lengths)], dim=1)
-        return self.head(self.dropout(features))
-
-    def _bigram_bag(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Mean embedding of the hashed bigrams (ids[t], ids[t+1]) with t + 1 < length → [B, E]."""
-        following = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)  # [B, T]
-        buckets = (ids * 1_000_003 + following) % self.cfg.bigram_buckets + 1  # 0 stays the pad bucket
-        steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        valid = steps + 1 < lengths.unsqueeze(1)  # [B, T]
-        summed = self.embedding_dropout(self.bigram_embedding(buckets.masked_fill(~valid, 0))).sum(1)
-        return summed / valid.sum(1, keepdim=True).clamp(min=1).to(summed.dtype)
+        return self.head(self.dropout(self._pool(x, mask, lengths)))
 
     def _run_layer(self, layer: int, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         forward_out, _ = self.forward_rnns[layer](x)

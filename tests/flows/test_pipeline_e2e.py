@@ -102,3 +102,9 @@ def test_dvc_repro_runs_the_same_stages_and_produces_the_same_artifacts(flow_pro
     assert "up to date" in _run([str(BIN / "dvc"), "status"], repo).stdout
     for artifact in ARTIFACTS:
         assert content_hash(repo / artifact) == content_hash(flow_dir / artifact), artifact
+    # After `dvc repro`, a flow run redoes no stage: each finds its outputs intact for its key.
+    flow = _run([str(BIN / "textrnn"), "run"], repo)
+    output = flow.stdout + flow.stderr
+    for stage in ("ingest", "clean", "vocab", "train", "evaluate", "export"):
+        assert f"{stage}: outputs of this exact key are intact; reused" in output, stage
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], repo).stdout
