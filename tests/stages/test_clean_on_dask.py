@@ -20,7 +20,8 @@ def test_clean_through_a_dask_cluster_matches_the_local_run(tiny_params, tmp_pat
     remote_paths = dataclasses.replace(local.paths, clean=str(tmp_path / "dask" / "clean"),
                                        rejects=str(tmp_path / "dask" / "rejects"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = dataclasses.replace(local, paths=remote_paths, runner=RunnerParams(dask_address=cluster.scheduler_address))
+        runner = RunnerParams(dask_address=cluster.scheduler_address)
+        remote = dataclasses.replace(local, paths=remote_paths, runner=runner)
         stats = run_stage("clean", remote)
     assert len(list(Path(local.paths.raw).glob("part-*.parquet"))) > 2  # several chunks went to the workers
     assert stats["accounting_ok"]
