@@ -130,6 +130,7 @@ class TrainParams:
     threads: int = 0  # 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     bucket_size: int = 50  # batches per length bucket
+    nproc: int = 1  # > 1: DistributedDataParallel over gloo, this many processes (torchrun)
 
     def validate(self) -> None:
         _check_range("train.epochs", self.epochs, low=1)
@@ -141,6 +142,7 @@ class TrainParams:
         _check_range("train.patience", self.patience, low=1)
         _check_range("train.threads", self.threads, low=0)
         _check_range("train.bucket_size", self.bucket_size, low=1)
+        _check_range("train.nproc", self.nproc, low=1)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,9 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
     `fingerprint` (a digest of the inputs and params)."""
     configure_torch(p.seed, p.threads)
     device = pick_device(p.device)
+    rank, size = world()
     model = RNNClassifier(cfg).to(device)
+    train_model = nn.parallel.DistributedDataParallel(model) if size > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     steps_per_epoch = math.ceil(len(train) / p.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(steps_per_epoch * p.epochs,
@@ -146,18 +148,36 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
         # The data order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same order.
         batches = bucketed_batches(lengths, p.batch_size, np.random.default_rng([p.seed, epoch]), p.bucket_size)
         start = time.perf_counter()
-        train_loss, tokens_per_s = train_epoch(model, train, batches, optimizer, scheduler, loss_fn,
-                                               p.grad_clip, device, desc=f"epoch {epoch}/{p.epochs}")
+        train_loss, tokens_per_s = train_epoch(train_model, train, shard_batches(batches, rank, size), optimizer,
+                                               scheduler, loss_fn, p.grad_clip, device,
+                                               desc=f"epoch {epoch}/{p.epochs}")
         scores = evaluate_loss(model, val, p.batch_size * 4, device)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"],
                "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
                "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s,
                "padding_fraction": padding_fraction(lengths, batches), "seconds": time.perf_counter() - start}
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
-        _advance(state, model, row)
-        save_fit_state(state_path, fingerprint, state, model, optimizer, scheduler)
+        _advance(state, model, row)  # every process evaluated the same weights: same decision everywhere
+        if rank == 0:
+            save_fit_state(state_path, fingerprint, state, model, optimizer, scheduler)
     model.load_state_dict(state.best_state)
     return model, state
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes): (0, 1) unless running under torch.distributed (torchrun)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard_batches(batches: list[np.ndarray], rank: int, size: int) -> list[np.ndarray]:
+    """Each process takes its share of every batch (rows rank, rank + size, ...). DDP averages the
+    gradients, so each step matches the single-process step on the whole batch. A batch smaller than the
+    number of processes is skipped by all of them (every process must take part in every step)."""
+    if size == 1:
+        return batches
+    return [rows[rank::size] for rows in batches if len(rows) >= size]
 
 
 def _advance(state: FitState, model: nn.Module, row: dict) -> None:

@@ -213,3 +213,25 @@ def test_checkpoint_of_another_vocabulary_is_refused(checkpoint):
     path, _ = checkpoint
     with pytest.raises(ValueError, match="another vocabulary"):
         load_checkpoint(path, expected_vocab_digest="digest-2")
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error_or_works_with_one():
+    if torch.cuda.is_available():
+        assert training.pick_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="train.device = 'cuda'"):
+            training.pick_device("cuda")
+    assert training.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device here (CPU-only torch build); this runs on a machine with a GPU")
+def test_the_cuda_path_trains_and_matches_cpu_predictions_closely(splits, tmp_path):
+    train, val = splits
+    cpu_model, _ = fit(CFG, train, val, dataclasses.replace(PARAMS, device="cpu"), tmp_path / "cpu.pt", "fp")
+    gpu_model, state = fit(CFG, train, val, dataclasses.replace(PARAMS, device="cuda"), tmp_path / "gpu.pt", "fp")
+    assert next(gpu_model.parameters()).device.type == "cuda"
+    assert state.epoch == PARAMS.epochs
+    cpu_logits = training.predict_logits(cpu_model, val, 8, torch.device("cpu"))
+    gpu_logits = training.predict_logits(gpu_model, val, 8, torch.device("cuda"))
+    assert np.abs(cpu_logits - gpu_logits).max() < 0.05

@@ -6,6 +6,9 @@ import csv
 import hashlib
 import json
 import logging
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from textrnn.config import ModelParams, TrainParams
 from textrnn.data import EncodedSplit
 from textrnn.io import atomic_file, content_hash, read_json
 from textrnn.model import ModelConfig
-from textrnn.training import LOG_COLUMNS, fit, save_checkpoint
+from textrnn.training import LOG_COLUMNS, fit, load_checkpoint, save_checkpoint, world
 from textrnn.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
         train_p: TrainParams) -> dict:
     """Write the best model to `checkpoint` and the per-epoch log to `train_log`; `state` keeps the
     resumable training state between epochs (a killed run continues from it)."""
+    if train_p.nproc > 1 and world()[1] == 1:
+        return launch_distributed(vocab_dir, checkpoint, train_log, state, model_p, train_p)
     vocab_dir = Path(vocab_dir)
     vocab = Vocabulary.load(vocab_dir / "vocab.json")
     labels = read_json(vocab_dir / "labels.json")
@@ -36,11 +41,28 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
     model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint)
     best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
             "epochs_run": fit_state.epoch}
+    if world()[0] != 0:
+        return best  # one process (rank 0) writes the outputs
     save_checkpoint(Path(checkpoint), model.cpu(), vocab.digest, labels, params, best)
     _write_log(Path(train_log), fit_state.history)
     log.info("train: best epoch %d of %d, val macro-F1 %.4f", best["epoch"], best["epochs_run"],
              best["val_macro_f1"])
     return best
+
+
+def launch_distributed(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p: ModelParams,
+                       train_p: TrainParams) -> dict:
+    """Run this stage as `train_p.nproc` DistributedDataParallel processes (gloo) through torchrun."""
+    spec = {"vocab_dir": str(vocab_dir), "checkpoint": str(checkpoint), "train_log": str(train_log),
+            "state": str(state), "model": asdict(model_p), "train": asdict(train_p)}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={train_p.nproc}", "-m", "textrnn.ddp_train", "--spec", str(spec_path)]
+        log.info("train: %d processes: %s", train_p.nproc, " ".join(command))
+        subprocess.run(command, check=True)
+    return load_checkpoint(Path(checkpoint))[1]["best"]
 
 
 def _fingerprint(vocab_dir: Path, params: dict) -> str:
