@@ -18,6 +18,7 @@ from typing import Any
 from textrnn.config import Params
 from textrnn.io import content_hash, file_md5, read_json, write_json
 from textrnn.pipeline import STAGE_SPECS, code_files, run_stage, stage_paths
+from textrnn.sources import source_fingerprint
 
 MANIFEST_DIR = Path(".textrnn/manifests")
 log = logging.getLogger(__name__)
@@ -27,11 +28,14 @@ def stage_key(name: str, params: Params) -> str:
     spec = STAGE_SPECS[name]
     payload = {
         "stage": name,
-        "inputs": {str(p): content_hash(p) for p in stage_paths(name, params, "deps")},
+        # Named by role (paths.<key>), hashed by content: moving the data elsewhere changes nothing, and
+        # outputs at a new location are simply missing there, which outputs_fresh catches.
+        "inputs": {key: content_hash(getattr(params.paths, key)) for key in spec.deps},
         "params": {s: dataclasses.asdict(getattr(params, s)) for s in spec.sections},
-        "outs": [str(p) for p in stage_paths(name, params, "outs")],
         "code": {f.name: file_md5(f) for f in code_files(name)},
     }
+    if name == "ingest":  # its input is the source itself, outside the project
+        payload["inputs"]["source"] = sorted(source_fingerprint(params.ingest).values())
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

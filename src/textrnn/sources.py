@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from textrnn.config import IngestParams
 
@@ -277,3 +278,18 @@ def _iter_folder(fs, root: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
 
 _READERS = {"csv": _iter_csv, "tsv": _iter_tsv, "jsonl": _iter_jsonl, "parquet": _iter_parquet,
             "folder": _iter_folder}
+
+
+def source_fingerprint(p: IngestParams) -> dict[str, str]:
+    """What the raw data is, for cache keys: each input file's md5 (local files) or the filesystem's own
+    key for it (remote: size, mtime/ETag), so editing the data reruns ingest and everything after it."""
+    from textrnn.io import file_md5
+
+    if p.source == BUILTIN:
+        root = builtin_corpus_dir()
+        return {name: file_md5(root / name) for name in ("neg.txt", "pos.txt")}
+    fs, files, _ = resolve_source(p)
+    targets = sorted(f for path in files for f in (fs.find(path) if fs.isdir(path) else [path]))
+    if isinstance(fs, LocalFileSystem):
+        return {f: file_md5(f) for f in targets}
+    return {f: fs.ukey(f) for f in targets}
