@@ -111,20 +111,22 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from textrnn.lenient import clean_str
     from textrnn.predict import Prediction, Predictor
-    from textrnn.predict_io import read_texts, write_predictions
+    from textrnn.predict_io import read_lines, read_texts, write_predictions
 
-    reasons: list[str] = []
     if args.texts:
-        texts = list(args.texts)
+        # Python hands undecodable argument bytes over as surrogates: such a text gets a bad_utf8 row.
+        checked = [clean_str(text) for text in args.texts]
+        texts, reasons = [t for t, _ in checked], [e or "" for _, e in checked]
     elif args.input:
         texts, reasons = read_texts(Path(args.input), args.text_column)
     else:
-        texts = [line.rstrip("\r\n") for line in sys.stdin]
+        texts, reasons = read_lines(sys.stdin.buffer)
     predictor = Predictor(args.model)
     predictions = predictor.predict(texts, batch_size=args.batch_size)
     # A row that could not even be read keeps that reason (e.g. bad_utf8) rather than "empty".
-    predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons or [""] * len(texts))]
+    predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons)]
     if args.output:
         write_predictions(Path(args.output), texts, predictions, predictor.labels)
     else:

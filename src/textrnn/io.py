@@ -8,6 +8,7 @@ finished one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -62,13 +63,15 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     _remove_stale_temps(target)
     tmp = _temp_sibling(target)
     try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        with _naming(target):
+            yield tmp
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a read-only folder: keep the original error visible
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -85,17 +88,33 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     old = None
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        if target.exists():
-            old = _temp_sibling(target)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        with _naming(target):
+            yield tmp
+            _fsync_tree(tmp)
+            if target.exists():
+                old = _temp_sibling(target)
+                os.replace(target, old)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """A full or read-only disk while writing `target` is reported with that path (the libraries that write
+    the bytes raise a bare '[Errno 28] No space left on device')."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _STORAGE_ERRORS and str(target) not in str(err):
+            raise OSError(err.errno, f"{os.strerror(err.errno)} while writing {target}") from err
+        raise
 
 
 def write_json(path: str | Path, payload: Any) -> None:

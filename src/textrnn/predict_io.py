@@ -13,6 +13,13 @@ from textrnn.predict import Prediction
 from textrnn.sources import decode_utf8
 
 
+def read_lines(stream) -> tuple[list[str | None], list[str]]:
+    """One text per line of a binary stream (stdin); an undecodable line gets reason bad_utf8."""
+    raw = pa.array([line.rstrip(b"\r\n") for line in stream], pa.binary())
+    texts, errors = decode_utf8(raw)
+    return texts.to_pylist(), ["" if e is None else e for e in errors.to_pylist()]
+
+
 def read_texts(path: Path, text_column: str) -> tuple[list[str | None], list[str]]:
     """Texts of a CSV/TSV/JSONL/Parquet/TXT file and, per row, why it has no usable text ('' if it has)."""
     suffix = path.suffix.lower()

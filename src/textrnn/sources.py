@@ -20,6 +20,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from textrnn import lenient
 from textrnn.config import IngestParams
 
 RAW_SCHEMA = pa.schema([
@@ -169,26 +170,36 @@ def _check_columns(found: list[str], p: IngestParams, path: str) -> None:
 
 
 def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[pa.RecordBatch]:
+    utf8 = p.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if utf8 and not lenient.is_valid_utf8(fs, path):
+        yield from _iter_lenient(lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column,
+                                                             p.chunk_rows), path, p)
+        return
+    try:
+        yield from _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        raise SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})") from err
+
+
+def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encoding: str):
+    """The fast path: Arrow's streaming CSV reader, for files that are valid in their encoding."""
     bad_rows: list[str] = []
 
     def keep_bad_row(row) -> str:
         bad_rows.append(row.text)
         return "skip"
 
-    def ignore_row(row) -> str:  # while only the header is read
-        return "skip"
-
-    encoding = p.encoding.lower().replace("_", "-")
-    read = pcsv.ReadOptions(block_size=1 << 22, encoding="utf8" if encoding in ("utf-8", "utf8") else p.encoding)
+    # Blocks of 64 MiB: a quoted field must fit in one block, and reviews can be megabytes long.
+    read = pcsv.ReadOptions(block_size=1 << 26, encoding=encoding)
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
-    header_parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=ignore_row)
     with fs.open(path, "rb") as handle:
         try:
-            header = pcsv.open_csv(handle, read_options=read, parse_options=header_parse).schema.names
+            header = pcsv.open_csv(handle, read_options=read, parse_options=parse).schema.names
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return
-            raise SourceError(f"{path}: cannot read the header row ({err})") from err
+            raise
+    bad_rows.clear()  # rows seen while only the header was wanted are read again below
     _check_columns(header, p, path)
     convert = pcsv.ConvertOptions(include_columns=[p.text_column, p.label_column],
                                   column_types={p.text_column: pa.binary(), p.label_column: pa.binary()})
@@ -205,6 +216,20 @@ def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[
                 bad_rows.clear()
     if bad_rows:
         yield _bad_rows_batch(bad_rows, path, first)
+
+
+def _iter_lenient(chunks, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """Batches from a per-row reader of textrnn.lenient, with the same schema and row numbers."""
+    first = 1
+    try:
+        for texts, labels, errors in chunks:
+            text, label, error = lenient.to_arrays(texts, labels, errors)
+            yield _make_batch(text, label, path, first, error)
+            first += len(texts)
+    except KeyError as err:
+        column, found = err.args
+        raise SourceError(f"{path}: column {column!r} (ingest.text_column / ingest.label_column) not found; "
+                          f"columns found: {found}") from None
 
 
 def _bad_rows_batch(bad_rows: list[str], path: str, first: int) -> pa.RecordBatch:
@@ -233,13 +258,33 @@ def _iter_tsv(fs, path, p):
 
 
 def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """Arrow's JSON reader for well-formed files; the per-row reader when a file holds invalid UTF-8 or
+    values Arrow cannot type (objects, mixed types)."""
+    if not lenient.is_valid_utf8(fs, path):
+        yield from _iter_lenient(lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows),
+                                 path, p)
+        return
+    handed_on = 0
+    try:
+        for batch in _iter_jsonl_arrow(fs, path, p):
+            yield batch
+            handed_on += 1
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+        if handed_on:  # Arrow types from the first 64 MiB block; a later change of type cannot be undone
+            raise SourceError(f"{path}: JSON values change type after the first block ({err}); make every "
+                              "text a string and every label a string or number") from err
+        yield from _iter_lenient(lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows),
+                                 path, p)
+
+
+def _iter_jsonl_arrow(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
     with fs.open(path, "rb") as handle:
         try:
-            reader = pjson.open_json(handle, read_options=pjson.ReadOptions(block_size=1 << 22))
+            reader = pjson.open_json(handle, read_options=pjson.ReadOptions(block_size=1 << 26))
         except pa.ArrowInvalid as err:
-            if "Empty JSON file" in str(err):
+            if "Empty JSON" in str(err):  # "Empty JSON file" / "Empty JSON stream"
                 return
-            raise SourceError(f"{path}: not valid JSON lines ({err})") from err
+            raise
         _check_columns(reader.schema.names, p, path)
         first = 1
         for batch in _rechunk(reader, p.chunk_rows):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -211,8 +212,16 @@ def save_fit_state(path: Path, fingerprint: str, state: FitState, model, optimiz
         "history": state.history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
     }
+    _save_atomic(payload, path)
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    """torch.save into memory, then an ordinary atomic write: a full disk raises OSError(ENOSPC) naming the
+    path (torch's own file writer reports only 'iostream error')."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler) -> FitState:
@@ -242,8 +251,7 @@ def save_checkpoint(path: Path, model: RNNClassifier, vocab_digest: str, labels:
     """The model that ships: weights, config, vocabulary hash, labels, params. No pickled objects."""
     payload = {"state_dict": model.state_dict(), "config": model.cfg.to_dict(), "vocab_digest": vocab_digest,
                "labels": labels, "params": params, "best": best}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    _save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | Path, expected_vocab_digest: str | None = None) -> tuple[RNNClassifier, dict]:

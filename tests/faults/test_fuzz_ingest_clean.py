@@ -6,8 +6,8 @@ reason, a source and a row), or raises a SourceError/ValueError that names the f
 
 Generated inputs: arbitrary Unicode with control characters and NUL, invalid UTF-8 byte sequences, mixed
 newline styles (\\n, \\r\\n, \\r), quote storms, labels that are empty, numeric-looking or differ only in
-case or surrounding blanks. Inputs that hit a known bug are kept out of the properties and pinned by the
-strict xfail tests at the end of this file, each with its reproducer.
+case or surrounding blanks. The fixed tests at the end of this file pin the bugs these properties found,
+each with its reproducer.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def test_quoted_csv_every_record_is_kept_or_rejected_once(records, header_newlin
             expected_label = label.decode("utf-8").strip(" \t") if _valid(label) else None
             if "reason" not in found:  # kept: the label is the record's own, trimmed
                 assert found["label"] == expected_label
-            elif found["reason"] == "bad_utf8":
-                assert not _valid(text)
+            elif found["reason"] == "bad_utf8":  # the text or the label could not be decoded
+                assert not _valid(text) or not _valid(label)
             if not _valid(text):
                 assert found.get("reason") == "bad_utf8"
             if not expected_label:
@@ -192,7 +192,7 @@ def jsonl_files(draw) -> tuple[bytes, int]:
                          max_size=20))
     if rows and draw(st.sampled_from([False] * 7 + [True])):  # a lone surrogate escape: JSON, but not text
         rows[0] = ("a\ud800b", *rows[0][1:])
-    # A lone surrogate can only be written as a \\u escape: raw, it would be invalid UTF-8 (a known bug, below).
+    # A lone surrogate can only be written as a \\u escape: raw, it would be invalid UTF-8 (tested below).
     lines = [json.dumps({"label": lb, "text": t} if flip else {"text": t, "label": lb},
                         ensure_ascii=flip or (t is not None and "\ud800" in t)) + nl
              for t, lb, nl, flip in rows]
@@ -244,9 +244,6 @@ def test_a_10_mb_jsonl_record_is_read_or_refused_naming_the_file(tmp_path):
         _check_accounting(tmp_path / "out", source, *result, expected_rows=2)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a CSV field longer than the 4 MiB read block makes pyarrow raise "
-                   "ArrowInvalid('straddling object straddles two block boundaries') out of "
-                   "sources._iter_delimited, naming no file")
 def test_a_10_mb_csv_field_is_read_or_refused_naming_the_file(tmp_path):
     source = tmp_path / "huge.csv"
     source.write_bytes(b'text,label\nshort,neg\n"' + b"x" * (10 << 20) + b'",pos\nafter,neg\n')
@@ -255,11 +252,8 @@ def test_a_10_mb_csv_field_is_read_or_refused_naming_the_file(tmp_path):
         _check_accounting(tmp_path / "out", source, *result, expected_rows=3)
 
 
-# --- known bugs, pinned ------------------------------------------------------------------------------------
+# --- bugs these properties found (fixed), pinned ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="bug: a row with the wrong field count and invalid UTF-8 breaks "
-                   "pyarrow's invalid_row_handler (InvalidRow.text is decoded as UTF-8): the whole file is "
-                   "refused as 'cannot read the header row' (sources._iter_delimited)")
 def test_bad_field_count_row_with_invalid_utf8_is_rejected_alone(tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes(b"text,label\ngood one,pos\n\xff\xfe,neg,extra\nanother,neg\n")
@@ -270,16 +264,12 @@ def test_bad_field_count_row_with_invalid_utf8_is_rejected_alone(tmp_path):
     assert stats["rejected_by_reason"] == {"bad_field_count": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: past the first 4 MiB block, a bad-field-count row with invalid "
-                   "UTF-8 raises a bare ArrowInvalid naming no file (sources._iter_delimited)")
 def test_bad_field_count_row_with_invalid_utf8_late_in_a_big_file_names_the_file(tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes(b"text,label\n" + b"hello there friend,pos\n" * 250_000 + b"\xff,neg,extra\n")
     _ingest_and_clean(source, tmp_path / "out", chunk_rows=100_000)  # must name the file; any other error fails
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a CSV header with invalid UTF-8 raises a bare UnicodeDecodeError "
-                   "naming no file (sources._iter_delimited reads schema.names unguarded)")
 def test_csv_header_with_invalid_utf8_is_refused_naming_the_file(tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes(b"te\xffxt,label\nhello,pos\n")
@@ -287,9 +277,6 @@ def test_csv_header_with_invalid_utf8_is_refused_naming_the_file(tmp_path):
     assert isinstance(error, SourceError)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: invalid UTF-8 inside a JSONL string passes ingest unvalidated "
-                   "(sources._iter_jsonl casts without decode_utf8); clean then crashes with "
-                   "ArrowInvalid('Cannot normalize utf8 string') naming no file, instead of a bad_utf8 reject")
 def test_jsonl_with_invalid_utf8_in_a_text_is_a_bad_utf8_reject(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_bytes(b'{"text": "ok", "label": "pos"}\n{"text": "bad \xff byte", "label": "neg"}\n')
@@ -298,9 +285,6 @@ def test_jsonl_with_invalid_utf8_in_a_text_is_a_bad_utf8_reject(tmp_path):
     assert result[1]["rejected_by_reason"] == {"bad_utf8": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a JSONL text or label that is an object or a list raises "
-                   "ArrowNotImplementedError('Unsupported cast ... to utf8'), not a SourceError naming the file "
-                   "(sources._iter_jsonl, sources._labels_as_strings)")
 @pytest.mark.parametrize("line", ['{"text": ["a", "b"], "label": "pos"}', '{"text": {"a": 1}, "label": "pos"}',
                                   '{"text": "fine", "label": {"x": 1}}'])
 def test_jsonl_with_a_nested_text_or_label_is_refused_naming_the_file(line, tmp_path):
@@ -309,9 +293,6 @@ def test_jsonl_with_a_nested_text_or_label_is_refused_naming_the_file(line, tmp_
     _ingest_and_clean(source, tmp_path / "out")  # must name the file; any other error fails
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a JSONL column whose type changes after the first 4 MiB block "
-                   "raises a bare ArrowInvalid during iteration, naming no file (sources._iter_jsonl guards "
-                   "only open_json)")
 def test_jsonl_type_change_late_in_a_big_file_names_the_file(tmp_path):
     source = tmp_path / "in.jsonl"
     line = json.dumps({"text": "hello world " + "y" * 60, "label": "pos"}) + "\n"
@@ -319,8 +300,6 @@ def test_jsonl_type_change_late_in_a_big_file_names_the_file(tmp_path):
     _ingest_and_clean(source, tmp_path / "out", chunk_rows=100_000)  # must name the file; any other error fails
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sources._iter_jsonl looks for 'Empty JSON file' but pyarrow says "
-                   "'Empty JSON stream', so an empty .jsonl is refused while an empty .csv gives 0 rows")
 def test_empty_jsonl_is_zero_rows_like_an_empty_csv(tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
     raw_csv, _ = _ingest_and_clean(tmp_path / "empty.csv", tmp_path / "csv")

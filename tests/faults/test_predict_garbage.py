@@ -122,17 +122,12 @@ def test_txt_input_with_blank_lines_and_every_line_ending(bundle, labels, tmp_pa
     assert rows[1]["text"] == "ok then" and rows[-1]["text"] == MEGA
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `textrnn predict` reading stdin with invalid UTF-8 crashes with "
-                   "UnicodeEncodeError (surrogate-escaped str passed to pa.array, cli.cmd_predict) instead of a "
-                   "bad_utf8 row")
 def test_stdin_with_invalid_utf8_gives_one_row_per_line(bundle, labels):
     result = _predict("--model", str(bundle), stdin=b"ok\n\xff\xfe bad\n\nfine\r\n")
     rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8", "replace"), newline=""), delimiter="\t"))
     assert [row["reason"] for row in rows] == ["", "bad_utf8", "empty", ""]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a command-line text with invalid UTF-8 (surrogate-escaped by "
-                   "Python) crashes `textrnn predict` with UnicodeEncodeError in pa.array (predict.Predictor.encode)")
 def test_argument_with_invalid_utf8_gives_a_bad_utf8_row(bundle, labels):
     result = subprocess.run([str(BIN / "textrnn"), "predict", "--model", str(bundle), b"a\xffb", "fine"],
                             capture_output=True, timeout=300)

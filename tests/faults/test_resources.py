@@ -233,15 +233,11 @@ def test_full_disk_during_training_keeps_the_old_checkpoint(project):
     assert kind and message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: torch.save on a full disk raises RuntimeError('basic_ios::clear: "
-                   "iostream error') with no errno and no path (training.save_checkpoint)")
 def test_full_disk_during_training_is_an_oserror_with_enospc(project):
     kind, code, message = _disk_full_failure("train", project)
     assert kind == "OSError" and code in (errno.ENOSPC, errno.EFBIG), (kind, message)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ENOSPC from a stage's writes names no path (pyarrow and "
-                   "Path.write_text raise a bare '[Errno 28] ...'), so the operator cannot tell which disk")
 @pytest.mark.parametrize("name", ["ingest", "evaluate"])
 def test_full_disk_error_names_the_output_path(name, project):
     _, _, message = _disk_full_failure(name, project)

@@ -1,0 +1,119 @@
+"""Per-row readers for the files Arrow's fast readers refuse: invalid UTF-8 anywhere (CSV/TSV/JSONL), or
+JSON values of mixed or nested types. They run only on such files, so the fast path stays vectorised,
+and they keep every record: what cannot be read becomes a row with an error code, never a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+BLOCK = 1 << 24
+csv.field_size_limit(sys.maxsize)  # a legitimate review may be megabytes long
+
+
+def is_valid_utf8(fs, path: str) -> bool:
+    """Decode the file block by block (cut at newlines, so no character is split)."""
+    carry = b""
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(BLOCK):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            head, carry = data[:cut], data[cut:]
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+    try:
+        carry.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def clean_str(value: str | None) -> tuple[str | None, str | None]:
+    """(text, error): a field decoded with surrogateescape holds surrogates where the bytes were bad."""
+    if value is None:
+        return None, None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "bad_utf8"
+    return value, None
+
+
+def iter_delimited_rows(fs, path: str, delimiter: str, text_column: str, label_column: str,
+                        chunk_rows: int) -> Iterator[tuple[list, list, list]]:
+    """(texts, labels, errors) chunks of a CSV/TSV, in file order; yields nothing for an empty file.
+
+    Raises KeyError(column, header) when a column is missing."""
+    with fs.open(path, "rb") as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline=""),
+                            delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        for column in (text_column, label_column):
+            if column not in header:
+                raise KeyError(column, [clean_str(h)[0] or repr(h) for h in header])
+        text_at, label_at = header.index(text_column), header.index(label_column)
+        while rows := list(itertools.islice(reader, chunk_rows)):
+            texts, labels, errors = [], [], []
+            for row in rows:
+                if len(row) != len(header):  # the shape is the first problem, whatever the bytes
+                    texts.append(clean_str(delimiter.join(row))[0])
+                    labels.append(None)
+                    errors.append("bad_field_count")
+                    continue
+                text, error = clean_str(row[text_at])
+                label, label_error = clean_str(row[label_at])
+                texts.append(text)
+                labels.append(label.strip() if label is not None else None)
+                errors.append(error or label_error)
+            yield texts, labels, errors
+
+
+def iter_json_rows(fs, path: str, text_column: str, label_column: str,
+                   chunk_rows: int) -> Iterator[tuple[list, list, list]]:
+    """(texts, labels, errors) chunks of a JSON-lines file, one record per non-blank line."""
+    with fs.open(path, "rb") as handle:
+        lines = (line for line in handle if line.strip())
+        while chunk := list(itertools.islice(lines, chunk_rows)):
+            texts, labels, errors = [], [], []
+            for line in chunk:
+                text, label, error = _json_record(line, text_column, label_column)
+                texts.append(text)
+                labels.append(label)
+                errors.append(error)
+            yield texts, labels, errors
+
+
+def _json_record(line: bytes, text_column: str, label_column: str) -> tuple[str | None, str | None, str | None]:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, None, "bad_utf8"
+    except json.JSONDecodeError:
+        return clean_str(line.decode("utf-8", "replace").strip())[0], None, "bad_json"
+    if not isinstance(record, dict):
+        return None, None, "bad_json"
+    text, label = record.get(text_column), record.get(label_column)
+    scalar = (str, int, float)
+    if text is not None and not isinstance(text, str) or label is not None and not isinstance(label, scalar):
+        return None, None, "bad_field_type"
+    if isinstance(label, bool):
+        return text, None, "bad_field_type"
+    # JSON escapes can spell lone surrogates ("\ud800"), which no UTF-8 text can hold.
+    text, text_error = clean_str(text)
+    label, label_error = clean_str(None if label is None else str(label).strip())
+    return text, label, text_error or label_error
+
+
+def to_arrays(texts: list, labels: list, errors: list) -> tuple[pa.Array, pa.Array, pa.Array]:
+    return pa.array(texts, pa.string()), pa.array(labels, pa.string()), pa.array(errors, pa.string())
