@@ -252,7 +252,7 @@ def test_a_10_mb_csv_field_is_read_or_refused_naming_the_file(tmp_path):
         _check_accounting(tmp_path / "out", source, *result, expected_rows=3)
 
 
-# --- bugs these properties found (fixed), pinned ------------------------------------------------------------------------------------
+# --- bugs these properties found (fixed), pinned ---
 
 def test_bad_field_count_row_with_invalid_utf8_is_rejected_alone(tmp_path):
     source = tmp_path / "in.csv"
