@@ -50,7 +50,6 @@ def set_local_state_defaults(root: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "textrnn")  # stage logs in the Prefect UI
     # The temporary server migrates a fresh database first; on a busy 2-core machine that can pass the
     # default 20 s.

@@ -68,9 +68,10 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray]
                 loss_fn, grad_clip: float, device: torch.device, desc: str = "train") -> tuple[float, float]:
     """One pass over `batches`; returns (mean loss, tokens per second)."""
     model.train()
-    total_loss, tokens, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False)
-    for rows in bar:
+    total_loss = torch.zeros((), device=device)  # summed on the device: no sync per step
+    tokens, start = 0, time.perf_counter()
+    bar = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False, mininterval=1.0)
+    for step, rows in enumerate(bar, 1):
         ids, lengths, labels = to_tensors(split, rows, device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(ids, lengths), labels)
@@ -79,11 +80,12 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray]
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(rows)
-        tokens += int(lengths.sum())
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
+        total_loss += loss.detach() * len(rows)
+        tokens += int(split.offsets[rows + 1].sum() - split.offsets[rows].sum())
+        if step % 25 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
     seconds = time.perf_counter() - start
-    return total_loss / max(1, sum(len(b) for b in batches)), tokens / max(seconds, 1e-9)
+    return total_loss.item() / max(1, sum(len(b) for b in batches)), tokens / max(seconds, 1e-9)
 
 
 @torch.no_grad()
