@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -31,12 +32,23 @@ def _flow_run_name() -> str:
 
 
 def run_stage_task(name: str, p: Params) -> dict:
-    """Call a stage's task; a cached result is used only while the stage's outputs are still intact."""
+    """Submit a stage's task to the flow's task runner (threads locally, or a Dask cluster) and wait for it;
+    a cached result is used only while the stage's outputs are still intact."""
     task = STAGE_TASKS[name]
     if not outputs_fresh(name, p, stage_key(name, p)):
         task = task.with_options(refresh_cache=True)
     sections = {s: getattr(p, s) for s in STAGE_SPECS[name].sections}
-    return task(paths=p.paths, sections=sections, runner=p.runner)
+    return task.submit(paths=p.paths, sections=sections, runner=p.runner, project_dir=str(Path.cwd())).result()
+
+
+def pipeline_for(p: Params):
+    """The flow, on prefect-dask's DaskTaskRunner when `runner.dask_address` names a cluster. Its workers
+    must see the project folder at the same path, and a Prefect server (PREFECT_API_URL)."""
+    if not p.runner.dask_address:
+        return pipeline
+    from prefect_dask import DaskTaskRunner
+
+    return pipeline.with_options(task_runner=DaskTaskRunner(address=p.runner.dask_address))
 
 
 @flow(name="textrnn-pipeline", flow_run_name=_flow_run_name, log_prints=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -19,7 +20,8 @@ def params_for(paths: PathsParams, sections: dict[str, Any], runner: RunnerParam
 
 
 def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
-    return stage_key(context.task.name, params_for(arguments["paths"], arguments["sections"]))
+    with contextlib.chdir(arguments.get("project_dir", ".")):  # relative params paths are the project's
+        return stage_key(context.task.name, params_for(arguments["paths"], arguments["sections"]))
 
 
 def _run_name() -> str:
@@ -33,9 +35,13 @@ def stage_task(name: str, *, retries: int = 0, retry_delay_seconds: list[int] | 
                timeout_seconds: int = 6 * 3600):
     """A Prefect task running stage `name`, cached by content (see textrnn.freshness)."""
 
-    def body(paths: PathsParams, sections: dict[str, Any], runner: RunnerParams | None = None) -> dict:
-        # Outputs that `dvc repro` (or an earlier run) produced for this exact key are reused, not redone.
-        return run_recorded(name, params_for(paths, sections, runner), reuse_fresh=True)
+    def body(paths: PathsParams, sections: dict[str, Any], runner: RunnerParams | None = None,
+             project_dir: str = ".") -> dict:
+        # On a Dask worker the process starts elsewhere: work in the project, as the flow does. (Stage tasks
+        # run one at a time, so changing the process's directory is safe.)
+        with contextlib.chdir(project_dir):
+            # Outputs that `dvc repro` (or an earlier run) produced for this key are reused, not redone.
+            return run_recorded(name, params_for(paths, sections, runner), reuse_fresh=True)
 
     body.__name__ = f"{name}_stage"
     body.__qualname__ = body.__name__

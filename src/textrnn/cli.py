@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     params = load_from_args(args)  # validate before Prefect starts anything
     set_local_state_defaults(Path.cwd())
-    from flows.pipeline import pipeline
+    from flows.pipeline import pipeline_for
 
     overrides = dict(parse_override(text) for text in args.overrides)
-    result = pipeline(params_file=args.params, overrides=overrides)
+    result = pipeline_for(params)(params_file=args.params, overrides=overrides)
     metrics = json.loads(Path(params.paths.metrics).read_text(encoding="utf-8"))
     print(f"model:    {params.paths.export}/ (ONNX bundle), checkpoint {params.paths.checkpoint}")
     print(f"metrics:  {params.paths.metrics}, report {params.paths.evaluation}/report.md")

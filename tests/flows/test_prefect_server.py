@@ -99,3 +99,30 @@ def test_serve_registers_the_deployment_with_the_cron_schedule(server, tmp_path)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def test_flow_on_a_dask_cluster_matches_the_local_run(server, tmp_path, monkeypatch):
+    """runner.dask_address: the flow's tasks run on prefect-dask's DaskTaskRunner (a LocalCluster with 2
+    worker processes that report to the same server), and the outputs equal a local run's."""
+    from distributed import LocalCluster
+
+    from textrnn.io import content_hash
+
+    api, env = server
+    monkeypatch.setenv("PREFECT_API_URL", api)  # the workers inherit it: they report to the real server
+    monkeypatch.setenv("PREFECT_HOME", env["PREFECT_HOME"])
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    for project in (local, remote):
+        project.mkdir()
+        shutil.copyfile(TINY, project / "params.yaml")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        for project, extra in ((local, []), (remote, ["--set", f"runner.dask_address={cluster.scheduler_address}"])):
+            result = subprocess.run([str(BIN / "textrnn"), "run", *extra], cwd=project,
+                                    env=_client_env(api, env, project), capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-4000:]
+            if extra:
+                assert f"Connecting to an existing Dask cluster at {cluster.scheduler_address}" in result.stderr
+    for artifact in ("data/clean", "data/vocab", "models/checkpoint.pt", "metrics/metrics.json"):
+        assert content_hash(remote / artifact) == content_hash(local / artifact), artifact
+    runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+    assert all(r["state_type"] == "COMPLETED" for r in runs)

@@ -79,7 +79,8 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
 
 
 def _map_shards(pool: Executor, shards: list[Path], staging: Path, rules: RowRules) -> list[np.ndarray]:
-    jobs = [pool.submit(stage_shard, str(shard), str(staging / shard_name(i)), rules)
+    # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
+    jobs = [pool.submit(stage_shard, str(shard.resolve()), str((staging / shard_name(i)).resolve()), rules)
             for i, shard in enumerate(shards)]
     return [job.result() for job in jobs]
 
