@@ -32,13 +32,16 @@ def _flow_run_name() -> str:
 
 
 def run_stage_task(name: str, p: Params) -> dict:
-    """Submit a stage's task to the flow's task runner (threads locally, or a Dask cluster) and wait for it;
-    a cached result is used only while the stage's outputs are still intact."""
+    """Run a stage's task (on the Dask cluster when one is configured); a cached result is used only while
+    the stage's outputs are still intact."""
     task = STAGE_TASKS[name]
     if not outputs_fresh(name, p, stage_key(name, p)):
         task = task.with_options(refresh_cache=True)
-    sections = {s: getattr(p, s) for s in STAGE_SPECS[name].sections}
-    return task.submit(paths=p.paths, sections=sections, runner=p.runner, project_dir=str(Path.cwd())).result()
+    arguments = {"paths": p.paths, "sections": {s: getattr(p, s) for s in STAGE_SPECS[name].sections},
+                 "runner": p.runner, "project_dir": str(Path.cwd())}
+    if p.runner.dask_address:
+        return task.submit(**arguments).result()  # runs on a Dask worker
+    return task(**arguments)  # in the flow's own thread, where timeouts can interrupt the stage
 
 
 def pipeline_for(p: Params):
