@@ -72,14 +72,14 @@ def _first_bytes_appeared(root: Path, outputs: list[str]) -> bool:
     return False
 
 
-def _start_and_kill(root: Path, name: str, ready) -> None:
-    """Start `textrnn stage NAME`, SIGKILL it as soon as `ready()` holds."""
-    process = subprocess.Popen([str(BIN / "textrnn"), "stage", name], cwd=root, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def _start_and_kill(root: Path, args: list[str], ready, env: dict | None = None) -> None:
+    """Start `textrnn ARGS` in its own process group, SIGKILL the whole group as soon as `ready()` holds."""
+    process = subprocess.Popen([str(BIN / "textrnn"), *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # with any child it started (a flow's temporary Prefect server)
     process.wait()
 
 
@@ -97,7 +97,7 @@ def _no_temps(root: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["ingest", "clean", "vocab", "evaluate", "export"])
 def test_killed_stage_reruns_to_identical_outputs_without_temps(name, reference, tmp_path):
     root = _project_before(name, reference, tmp_path)
-    _start_and_kill(root, name, lambda: _first_bytes_appeared(root, _outputs(name)))
+    _start_and_kill(root, ["stage", name], lambda: _first_bytes_appeared(root, _outputs(name)))
     _rerun(root, name)
     for out in _outputs(name):
         assert content_hash(root / out) == content_hash(reference / out), out
@@ -107,7 +107,7 @@ def test_killed_stage_reruns_to_identical_outputs_without_temps(name, reference,
 def test_training_killed_after_an_epoch_resumes_and_ends_with_the_same_weights(reference, tmp_path):
     root = _project_before("train", reference, tmp_path)
     state = load_params(TINY).paths.train_state
-    _start_and_kill(root, "train", (root / state).exists)  # the resumable state appears after epoch 1
+    _start_and_kill(root, ["stage", "train"], (root / state).exists)  # the resumable state appears after epoch 1
     assert (root / state).exists()
     log = _rerun(root, "train")
     assert "resuming after epoch" in log
@@ -122,3 +122,24 @@ def _without_timings(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [{k: v for k, v in row.items() if k not in ("seconds", "tokens_per_s")}
                 for row in csv.DictReader(handle)]
+
+
+def test_killed_flow_reruns_to_the_same_outputs_without_temps(reference, tmp_path):
+    """`textrnn run` SIGKILLed (with its temporary Prefect server) once the first stage starts writing;
+    the next run completes and every output equals the uninterrupted in-process run's."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _write_params(project)
+    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect")}
+    env.pop("PREFECT_API_URL", None)
+    _start_and_kill(project, ["run"], lambda: _first_bytes_appeared(project, _outputs("ingest")), env)
+    result = subprocess.run([str(BIN / "textrnn"), "run"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in STAGE_SPECS:
+        for out in _outputs(name):
+            if out.endswith(".csv"):  # the epoch log holds measured seconds
+                assert _without_timings(project / out) == _without_timings(reference / out)
+            else:
+                assert content_hash(project / out) == content_hash(reference / out), out
+    assert _no_temps(project) == []
