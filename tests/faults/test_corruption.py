@@ -8,13 +8,11 @@ cache, and (c) repaired by rerunning the owning stage, which writes byte-identic
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from textrnn.config import Params, load_params
 from textrnn.freshness import manifest_path, outputs_fresh, record_outputs, stage_key
@@ -57,20 +55,14 @@ def _params() -> Params:
 
 
 @pytest.fixture
-def project(built: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the session's built tiny project as the working folder, every stage's manifest recorded
-    as the Prefect tasks do after a good run."""
-    root = tmp_path / "project"
-    shutil.copytree(Path(built.paths.raw).parents[1], root)
-    tiny = yaml.safe_load(TINY.read_text())
-    tiny["export"]["exporter"] = "torchscript"
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny))
-    monkeypatch.chdir(root)
+def project(project: Path) -> Path:
+    """The shared built project (tests/faults/conftest.py), every stage's manifest recorded as the Prefect
+    tasks do after a good run."""
     params = _params()
     for name in STAGE_SPECS:
         record_outputs(name, params, stage_key(name, params))
         assert outputs_fresh(name, params, stage_key(name, params))
-    return root
+    return project
 
 
 def _outputs_hashes(name: str, params: Params) -> dict[str, str]:

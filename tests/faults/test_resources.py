@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from textrnn.config import Params, load_params
 from textrnn.io import TMP_MARK, content_hash
@@ -37,18 +36,6 @@ STAGES = list(STAGE_SPECS)
 def _params(**paths: str) -> Params:
     params = load_params(TINY, {"export.exporter": "torchscript"})
     return dataclasses.replace(params, paths=dataclasses.replace(params.paths, **paths))
-
-
-@pytest.fixture
-def project(built: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the session's built tiny project as the working folder (relative paths resolve in it)."""
-    root = tmp_path / "project"
-    shutil.copytree(Path(built.paths.raw).parents[1], root)
-    tiny = yaml.safe_load(TINY.read_text())
-    tiny["export"]["exporter"] = "torchscript"
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny))
-    monkeypatch.chdir(root)
-    return root
 
 
 def _snapshot(root: Path) -> dict[str, str]:
