@@ -67,13 +67,13 @@ def _export(p: Params):
 
 _SHARED = ("config.py", "io.py", "pipeline.py")
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
-    StageSpec("ingest", (), ("raw",), ("ingest",), ("stages/ingest.py", "sources.py"), _ingest),
+    StageSpec("ingest", (), ("raw",), ("ingest",), ("stages/ingest.py", "sources.py", "lenient.py"), _ingest),
     StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",),
               ("stages/clean.py", "cleaning.py", "text.py", "parallel.py"), _clean),
     StageSpec("vocab", ("clean",), ("vocab",), ("vocab",), ("stages/vocab.py", "vocab.py", "text.py", "data.py"),
               _vocab),
     StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"),
-              ("stages/train.py", "training.py", "model.py", "data.py"), _train),
+              ("stages/train.py", "training.py", "model.py", "data.py", "ddp_train.py"), _train),
     StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",),
               ("stages/evaluate.py", "metrics.py", "training.py", "model.py", "data.py"), _evaluate),
     StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",),
