@@ -40,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    return dict(parse_override(text) for text in args.overrides)
+
+
 def load_from_args(args: argparse.Namespace):
-    overrides = dict(parse_override(text) for text in args.overrides)
-    return load_params(args.params, overrides)
+    return load_params(args.params, overrides_from_args(args))
 
 
 def set_local_state_defaults(root: Path) -> None:
@@ -61,7 +64,6 @@ def _log_to_stderr() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("textrnn")
-    logger.setLevel(logging.INFO)
     logger.propagate = False  # some libraries configure the root logger; print each line once
     if not logger.handlers:
         logger.addHandler(handler)
@@ -87,8 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     set_local_state_defaults(Path.cwd())
     from flows.pipeline import pipeline_for
 
-    overrides = dict(parse_override(text) for text in args.overrides)
-    result = pipeline_for(params)(params_file=args.params, overrides=overrides)
+    result = pipeline_for(params)(params_file=args.params, overrides=overrides_from_args(args))
     metrics = json.loads(Path(params.paths.metrics).read_text(encoding="utf-8"))
     print(f"model:    {params.paths.export}/ (ONNX bundle), checkpoint {params.paths.checkpoint}")
     print(f"metrics:  {params.paths.metrics}, report {params.paths.evaluation}/report.md")
