@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,26 +88,83 @@ def assign_split(hashes: np.ndarray, seed: int, val_fraction: float, test_fracti
     return split
 
 
-def distinct_pairs(hashes: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
-    """The distinct (hash, label) pairs among usable rows, as a structured array."""
+MIXED = -2  # the label of a text hash seen under two or more labels
+
+
+def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The usable rows' distinct text hashes (sorted) and, per hash, its label id, or MIXED where the
+    same text carries two labels."""
     keep = label_ids >= 0
-    pairs = np.empty(int(keep.sum()), dtype=[("hash", np.uint64), ("label", np.int32)])
-    pairs["hash"], pairs["label"] = hashes[keep], label_ids[keep]
-    return np.unique(pairs)
+    return _collapse(hashes[keep], label_ids[keep].astype(np.int32))
+
+
+def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct hashes and one label each (MIXED where they disagree, or any one was MIXED)."""
+    if len(hashes) == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.int32)
+    order = np.lexsort((labels, hashes))
+    hashes, labels = hashes[order], labels[order]
+    starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
+    first, last = labels[starts], labels[np.append(starts[1:], len(hashes)) - 1]
+    return hashes[starts], np.where((first != last) | (first == MIXED), MIXED, first).astype(np.int32)
+
+
+def _hash_range(hashes: np.ndarray, labels: np.ndarray, bounds: list[np.uint64],
+                part: int) -> tuple[np.ndarray, np.ndarray]:
+    """The keys of one chunk (sorted by hash) that fall in partition `part` of the hash range, copied."""
+    lo = 0 if part == 0 else int(np.searchsorted(hashes, bounds[part - 1]))
+    hi = len(hashes) if part == len(bounds) else int(np.searchsorted(hashes, bounds[part]))
+    return np.array(hashes[lo:hi]), np.array(labels[lo:hi])
+
+
+def save_keys(prefix: Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
+    """One chunk's distinct keys, spilled to disk so the index is built without holding every chunk's."""
+    np.save(f"{prefix}.hashes.npy", keys[0])
+    np.save(f"{prefix}.labels.npy", keys[1])
 
 
 class DedupIndex:
     """Every distinct text hash once, sorted, with a flag for texts seen under two or more labels.
 
-    Memory is a few bytes per distinct text, whatever the corpus size; `claim` marks a text as written so
-    later copies in any chunk are duplicates.
+    Memory is 10 bytes per distinct text (hash, conflict flag, claimed flag), whatever the corpus size:
+    the chunks' keys are merged one slice of the hash range at a time. `decide` claims a text as
+    written, so later copies in any chunk are duplicates.
     """
 
-    def __init__(self, pair_chunks: Sequence[np.ndarray]):
-        pairs = np.unique(np.concatenate(pair_chunks)) if pair_chunks else np.empty(0, [("hash", np.uint64)])
-        self.hashes, counts = np.unique(pairs["hash"], return_counts=True)
-        self.conflict = counts > 1
-        self.claimed = np.zeros(len(self.hashes), dtype=bool)
+    def __init__(self, hashes: np.ndarray, conflict: np.ndarray):
+        self.hashes, self.conflict = hashes, conflict
+        self.claimed = np.zeros(len(hashes), dtype=bool)
+
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]]) -> DedupIndex:
+        """From in-memory `distinct_keys` results."""
+        return cls._merge([lambda c=c: c for c in chunks])
+
+    @classmethod
+    def from_files(cls, prefixes: Sequence[Path]) -> DedupIndex:
+        """From `save_keys` spills; each is memory-mapped only while one slice of it is copied out."""
+        def opener(prefix):
+            return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),
+                            np.load(f"{prefix}.labels.npy", mmap_mode="r"))
+        return cls._merge([opener(p) for p in prefixes])
+
+    @classmethod
+    def _merge(cls, openers, keys_per_partition: int = 1_000_000) -> DedupIndex:
+        capacity = sum(len(open_()[0]) for open_ in openers)
+        partitions = int(np.clip(capacity // keys_per_partition, 1, 256))
+        bounds = [np.uint64((i << 64) // partitions) for i in range(1, partitions)]
+        hashes, conflict = np.empty(capacity, np.uint64), np.empty(capacity, bool)
+        filled = 0
+        for part in range(partitions):
+            slices = [_hash_range(*open_(), bounds, part) for open_ in openers]
+            part_hashes, labels = _collapse(np.concatenate([np.empty(0, np.uint64), *(h for h, _ in slices)]),
+                                            np.concatenate([np.empty(0, np.int32), *(lab for _, lab in slices)]))
+            hashes[filled: filled + len(part_hashes)] = part_hashes
+            conflict[filled: filled + len(part_hashes)] = labels == MIXED
+            filled += len(part_hashes)
+        if filled < capacity * 3 // 4:  # many repeats across chunks: give the unused room back
+            return cls(hashes[:filled].copy(), conflict[:filled].copy())
+        return cls(hashes[:filled], conflict[:filled])
 
     def __len__(self) -> int:
         return len(self.hashes)

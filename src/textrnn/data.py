@@ -17,7 +17,7 @@ def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndar
     """Stream encoded chunks (ids, offsets, labels, unknown-token count) into flat binary files."""
     folder.mkdir(parents=True)
     rows, tokens, unknown = 0, 0, 0
-    lengths: list[np.ndarray] = []
+    length_counts = np.zeros(1, np.int64)  # rows per length: percentiles without keeping every row's length
     with open(folder / "ids.bin", "wb") as ids_f, open(folder / "offsets.bin", "wb") as off_f, \
             open(folder / "labels.bin", "wb") as lab_f:
         off_f.write(np.zeros(1, np.int64).tobytes())
@@ -25,17 +25,32 @@ def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndar
             ids_f.write(ids.astype(np.int32).tobytes())
             off_f.write((offsets[1:] + tokens).astype(np.int64).tobytes())
             lab_f.write(labels.astype(np.int64).tobytes())
-            lengths.append(np.diff(offsets).astype(np.int32))
+            length_counts = _add_counts(length_counts, np.bincount(np.diff(offsets)))
             rows += len(labels)
             tokens += len(ids)
             unknown += n_unknown
-    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
-    pct = np.percentile(all_lengths, [50, 90, 99, 100]).tolist() if rows else [0, 0, 0, 0]
+    pct = percentiles_of_counts(length_counts, [50, 90, 99, 100]) if rows else [0, 0, 0, 0]
     stats = {"rows": rows, "tokens": tokens, "oov_rate": round(unknown / tokens, 6) if tokens else 0.0,
              "length_p50": pct[0], "length_p90": pct[1], "length_p99": pct[2], "length_max": pct[3]}
     write_json_into(folder, "meta.json", {"rows": rows, "tokens": tokens,
                                           "dtypes": {k: np.dtype(v).name for k, v in _FILES.items()}})
     return stats
+
+
+def _add_counts(total: np.ndarray, more: np.ndarray) -> np.ndarray:
+    if len(more) > len(total):
+        total, more = more.astype(np.int64), total
+    total[: len(more)] += more
+    return total
+
+
+def percentiles_of_counts(counts: np.ndarray, q: list[float]) -> list[float]:
+    """np.percentile's (linear) percentiles of the values 0..len(counts)-1, each repeated counts[v] times."""
+    cumulative = np.cumsum(counts)
+    rank = np.asarray(q, dtype=np.float64) / 100 * (cumulative[-1] - 1)
+    below, above = (np.searchsorted(cumulative, np.floor(rank), side="right"),
+                    np.searchsorted(cumulative, np.ceil(rank), side="right"))
+    return (below + (above - below) * (rank - np.floor(rank))).tolist()
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Normalisation and tokenisation, vectorised over Arrow string arrays (RE2 regexes in Arrow compute).
+"""Normalisation and tokenisation, vectorised over Arrow string arrays (Arrow compute and numpy).
 
 The same functions run in `clean`, `vocab` and torch-free inference, so a text is tokenised exactly as
 it was in training.
@@ -6,8 +6,10 @@ it was in training.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -21,7 +23,7 @@ _NUMERIC_ENTITY = r"&#x?[0-9a-fA-F]{1,6};"
 _URL = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"]+"
 _EMAIL = r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b"
 _NUMBER = r"\b\d+(?:[.,]\d+)*\b"
-_CONTROL = r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}]"
+_SPACE_OR_CONTROL_RUN = r"[ \p{Cc}\p{Cf}\p{Co}\p{Cs}]+"
 # Each CJK ideograph and each symbol is a token of its own; letters/digits in other scripts form words.
 _SPLIT_CJK_AND_SYMBOLS = r"(\p{Han}|[^\p{L}\p{N}\p{M}\s])"
 _SPLIT_SYMBOLS = r"([^\p{L}\p{N}\p{M}\s])"  # with jieba, its words stay whole
@@ -44,16 +46,34 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     if s.nfkc:
         out = pc.utf8_normalize(out, "NFKC")
     if s.strip_html:
-        out = _strip_html(out)
+        out = _where_found(out, "[<&]", _strip_html)
     if s.placeholders:
-        out = pc.replace_substring_regex(out, _URL, f" {URL_TOKEN} ")
-        out = pc.replace_substring_regex(out, _EMAIL, f" {EMAIL_TOKEN} ")
-        out = pc.replace_substring_regex(out, _NUMBER, f" {NUM_TOKEN} ")
+        out = _where_found(out, r"(?i)://|www\.", _replacing(_URL, f" {URL_TOKEN} "))
+        out = _where_found(out, "@", _replacing(_EMAIL, f" {EMAIL_TOKEN} "))
+        out = _where_found(out, "[0-9]", _replacing(_NUMBER, f" {NUM_TOKEN} "))
     if s.lowercase:
         out = pc.utf8_lower(out)
-    out = pc.replace_substring_regex(out, _CONTROL, " ")
-    out = pc.replace_substring_regex(out, r"\s+", " ")
+    # RE2's \s is [\t\n\f\r ], all control characters but the space: one pass turns every run of
+    # spaces and control characters into one space.
+    out = pc.replace_substring_regex(out, _SPACE_OR_CONTROL_RUN, " ")
     return pc.utf8_trim_whitespace(out)
+
+
+def _replacing(pattern: str, replacement: str):
+    return lambda texts: pc.replace_substring_regex(texts, pattern, replacement)
+
+
+def _where_found(texts: pa.Array, trigger: str, transform) -> pa.Array:
+    """`transform` applied only to the rows where the regex `trigger` (something every match of the
+    transform contains) is found: most texts hold no HTML, URL or e-mail, and finding a literal is much
+    cheaper than the replacement it spares."""
+    found = pc.fill_null(pc.match_substring_regex(texts, trigger), False)
+    hits = pc.sum(found).as_py() or 0
+    if hits == 0:
+        return texts
+    if hits == len(texts):
+        return transform(texts)
+    return pc.replace_with_mask(texts, found, transform(pc.filter(texts, found)))
 
 
 def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
@@ -75,14 +95,83 @@ def truncate(texts: pa.Array, max_chars: int) -> pa.Array:
 
 
 def tokenise(texts: pa.Array, use_jieba: bool = False) -> pa.ListArray:
-    """Normalised texts → a list array of tokens (one list per text)."""
+    """Normalised texts → a list array of tokens (one list per text, null for null).
+
+    Each CJK ideograph and each symbol is a token of its own, a run of letters/digits/marks in any other
+    script is one word, whitespace separates. With jieba, Chinese words stay whole instead.
+    """
     if use_jieba:
         spaced = pc.replace_substring_regex(_jieba_segment(texts), _SPLIT_SYMBOLS, r" \1 ")
-    else:
-        spaced = pc.replace_substring_regex(texts, _SPLIT_CJK_AND_SYMBOLS, r" \1 ")
-    # Trim first: pyarrow 26's utf8_split_whitespace can keep a trailing space on the last token of an
-    # array ("吧 "), depending on memory left by earlier work.
-    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
+        return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
+    return _split_by_character_class(texts)
+
+
+@functools.cache
+def _character_classes() -> np.ndarray:
+    """Token class of every code point (uint8, indexed by code point): separator, word or single.
+
+    Decided once by the same engines that defined the classes (RE2's Unicode tables, Arrow's whitespace),
+    so a code point tokenises the same here as in a regex pass, without running a regex over the corpus.
+    """
+    points = np.arange(0x110000, dtype=np.uint32)
+    points[(points >= 0xD800) & (points < 0xE000)] = ord(" ")  # surrogates never occur in valid UTF-8
+    one_char = _strings_of_code_points(points)
+    space = pc.utf8_is_space(one_char).to_numpy(zero_copy_only=False)
+    single = pc.match_substring_regex(one_char, f"^{_SPLIT_CJK_AND_SYMBOLS}$").to_numpy(zero_copy_only=False)
+    return np.where(space, _SEPARATOR, np.where(single, _SINGLE, _WORD)).astype(np.uint8)
+
+
+_SEPARATOR, _WORD, _SINGLE = 0, 1, 2
+
+
+def _strings_of_code_points(points: np.ndarray) -> pa.StringArray:
+    """A string array with one single-character string per code point."""
+    data = points.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")
+    widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    offsets = np.zeros(len(points) + 1, dtype=np.int32)
+    np.cumsum(widths, out=offsets[1:])
+    return pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _split_by_character_class(texts: pa.Array) -> pa.ListArray:
+    """The tokeniser without a regex pass: code points are classified through a lookup table, then token
+    boundaries and the token strings are cut out of the UTF-8 buffer with numpy."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    texts = texts.cast(pa.string())
+    filled = pc.fill_null(texts, "")
+    data = _utf8_bytes(filled)
+    lead = (data & 0xC0) != 0x80  # the first byte of each code point
+    points = np.frombuffer(data.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
+    row_starts = np.zeros(len(texts) + 1, dtype=np.int64)  # row offsets counted in code points
+    np.cumsum(pc.utf8_length(filled).to_numpy(zero_copy_only=False), out=row_starts[1:])
+    cls = _character_classes()[points]
+    word = cls == _WORD
+    continues_word = np.concatenate([[False], word[:-1]])
+    continues_word[row_starts[:-1][row_starts[:-1] < len(points)]] = False  # a row never continues a word
+    token_starts = np.flatnonzero((cls == _SINGLE) | (word & ~continues_word))
+    # Keep the bytes of every non-separator code point; a token starts at its first code point's lead byte.
+    first = data[lead]
+    widths = 1 + (first >= 0xC0).view(np.uint8) + (first >= 0xE0) + (first >= 0xF0)
+    in_token = np.repeat(cls != _SEPARATOR, widths)
+    starts_token = np.zeros(len(points), dtype=bool)
+    starts_token[token_starts] = True
+    token_bytes = data[in_token]
+    token_offsets = np.empty(len(token_starts) + 1, dtype=np.int32)
+    token_offsets[:-1] = np.flatnonzero((np.repeat(starts_token, widths) & lead)[in_token])
+    token_offsets[-1] = len(token_bytes)
+    tokens = pa.StringArray.from_buffers(len(token_starts), pa.py_buffer(token_offsets), pa.py_buffer(token_bytes))
+    row_tokens = np.searchsorted(token_starts, row_starts).astype(np.int32)
+    mask = pc.is_null(texts) if texts.null_count else None
+    return pa.ListArray.from_arrays(pa.array(row_tokens), tokens, mask=mask)
+
+
+def _utf8_bytes(texts: pa.StringArray) -> np.ndarray:
+    """The UTF-8 bytes of all rows of a (possibly sliced) string array, back to back."""
+    if len(texts) == 0 or texts.buffers()[2] is None:
+        return np.zeros(0, np.uint8)
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset: texts.offset + len(texts) + 1]
+    return np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
 
 
 def _jieba_segment(texts: pa.Array) -> pa.Array:

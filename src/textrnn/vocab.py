@@ -104,12 +104,13 @@ def encode(texts: pa.Array, vocab: Vocabulary, lookup: pa.Array | None = None) -
     ids = pc.fill_null(pc.index_in(flat, value_set=lookup), UNK_ID).to_numpy(zero_copy_only=False)
     offsets = tokens.offsets.to_numpy().astype(np.int64) - int(tokens.offsets[0].as_py())
     lengths = np.diff(offsets)
-    # Splitting an empty text yields one empty token: drop such tokens so the row is empty.
-    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    if not real.all():
-        rows = np.repeat(np.arange(len(lengths)), lengths)
-        ids, lengths = ids[real], np.bincount(rows[real], minlength=len(lengths))
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if vocab.jieba:
+        # jieba's segmentation can leave an empty token at an edge: drop such tokens.
+        real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+        if not real.all():
+            rows = np.repeat(np.arange(len(lengths)), lengths)
+            ids, lengths = ids[real], np.bincount(rows[real], minlength=len(lengths))
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept_lengths = np.minimum(lengths, vocab.max_len)
     # Position of every token inside its row; keep the first max_len of each row.
     position = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)

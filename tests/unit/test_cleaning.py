@@ -6,12 +6,14 @@ import numpy as np
 import pyarrow as pa
 
 from textrnn.cleaning import (
+    MIXED,
     REASONS,
     DedupIndex,
     RowRules,
     assign_split,
     check_rows,
-    distinct_pairs,
+    distinct_keys,
+    save_keys,
     text_hashes,
 )
 from textrnn.sources import RAW_SCHEMA
@@ -151,40 +153,66 @@ def test_growing_val_fraction_only_moves_rows_out_of_train():
     assert np.all(large[small == 1] == 1)
 
 
-def pairs_of(texts: list[str], label_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def keys_of(texts: list[str], label_ids: list[int]) -> tuple[np.ndarray, np.ndarray, tuple]:
     hashes = text_hashes(pa.array(texts))
     labels = np.array(label_ids, dtype=np.int32)
-    return hashes, labels, distinct_pairs(hashes, labels)
+    return hashes, labels, distinct_keys(hashes, labels)
 
 
-def test_distinct_pairs_skip_unusable_rows_and_repeat_nothing():
-    hashes, labels, pairs = pairs_of(["a", "a", "b", "c"], [1, 1, 0, -1])
-    assert len(pairs) == 2
-    assert set(pairs["hash"].tolist()) == {int(hashes[0]), int(hashes[2])}
+def test_distinct_keys_skip_unusable_rows_and_repeat_nothing():
+    hashes, labels, (key_hashes, key_labels) = keys_of(["a", "a", "b", "c"], [1, 1, 0, -1])
+    assert sorted(key_hashes.tolist()) == key_hashes.tolist()
+    assert dict(zip(key_hashes.tolist(), key_labels.tolist())) == {int(hashes[0]): 1, int(hashes[2]): 0}
+
+
+def test_distinct_keys_mark_a_text_under_two_labels_in_one_chunk():
+    _, _, (key_hashes, key_labels) = keys_of(["same", "same", "other"], [0, 1, 1])
+    assert len(key_hashes) == 2
+    assert sorted(key_labels.tolist()) == [MIXED, 1]
 
 
 def test_dedup_keeps_the_first_copy_across_chunks():
-    h1, l1, p1 = pairs_of(["a", "b", "a"], [1, 0, 1])
-    h2, l2, p2 = pairs_of(["b", "c", "a"], [0, 0, 1])
-    index = DedupIndex([p1, p2])
+    h1, l1, k1 = keys_of(["a", "b", "a"], [1, 0, 1])
+    h2, l2, k2 = keys_of(["b", "c", "a"], [0, 0, 1])
+    index = DedupIndex.from_chunks([k1, k2])
     assert len(index) == 3
     assert index.decide(h1, l1 >= 0).tolist() == [None, None, "duplicate"]
     assert index.decide(h2, l2 >= 0).tolist() == ["duplicate", None, "duplicate"]
 
 
 def test_dedup_of_a_text_under_two_labels_keeps_neither_copy():
-    h1, l1, p1 = pairs_of(["same text", "other"], [1, 0])
-    h2, l2, p2 = pairs_of(["same text"], [0])
-    index = DedupIndex([p1, p2])
+    h1, l1, k1 = keys_of(["same text", "other"], [1, 0])
+    h2, l2, k2 = keys_of(["same text"], [0])
+    index = DedupIndex.from_chunks([k1, k2])
     assert index.decide(h1, l1 >= 0).tolist() == ["label_conflict", None]
     assert index.decide(h2, l2 >= 0).tolist() == ["label_conflict"]
 
 
 def test_dedup_leaves_unusable_rows_alone():
-    hashes, labels, pairs = pairs_of(["a", "a"], [-1, 1])
-    index = DedupIndex([pairs])
+    hashes, labels, keys = keys_of(["a", "a"], [-1, 1])
+    index = DedupIndex.from_chunks([keys])
     assert index.decide(hashes, labels >= 0).tolist() == [None, None]
 
 
+def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_one(tmp_path):
+    rng = np.random.default_rng(0)
+    chunks, labels_of = [], {}
+    for i in range(5):
+        texts = [f"t{n}" for n in rng.integers(0, 3000, size=2000)]
+        labels = (rng.random(2000) < 0.01).astype(np.int32)  # a few texts end up under both labels
+        for text, label in zip(texts, labels.tolist()):
+            labels_of.setdefault(text, set()).add(label)
+        chunks.append(distinct_keys(text_hashes(pa.array(texts)), labels))
+        save_keys(tmp_path / f"k{i}", chunks[-1])
+    whole = DedupIndex.from_chunks(chunks)
+    assert len(whole) == len(labels_of)
+    assert whole.conflict.sum() == sum(len(v) > 1 for v in labels_of.values()) > 0
+    partitioned = DedupIndex._merge([lambda c=c: c for c in chunks], keys_per_partition=500)
+    spilled = DedupIndex.from_files([tmp_path / f"k{i}" for i in range(5)])
+    for other in (partitioned, spilled):
+        np.testing.assert_array_equal(other.hashes, whole.hashes)
+        np.testing.assert_array_equal(other.conflict, whole.conflict)
+
+
 def test_dedup_index_of_no_chunks_is_empty():
-    assert len(DedupIndex([])) == 0
+    assert len(DedupIndex.from_chunks([])) == 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from textrnn.data import (
     EncodedSplit,
     bucketed_batches,
     padding_fraction,
+    percentiles_of_counts,
     sequential_batches,
     write_encoded_split,
 )
@@ -136,3 +139,11 @@ def test_padding_fraction_counts_empty_rows_as_one_position():
     assert padding_fraction(lengths, [np.array([1, 2])]) == 0.0
     assert padding_fraction(lengths, [np.array([0, 1])]) == pytest.approx(0.25)
     assert padding_fraction(lengths, []) == 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(0, 300), min_size=1, max_size=400))
+def test_length_percentiles_from_counts_equal_numpys_from_the_values(values):
+    expected = np.percentile(values, [0, 33.3, 50, 90, 99, 100])
+    got = percentiles_of_counts(np.bincount(values), [0, 33.3, 50, 90, 99, 100])
+    np.testing.assert_allclose(got, expected)

@@ -25,7 +25,8 @@ from textrnn.cleaning import (
     RowRules,
     assign_split,
     check_rows,
-    distinct_pairs,
+    distinct_keys,
+    save_keys,
     text_hashes,
 )
 from textrnn.config import CleanParams
@@ -61,10 +62,10 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         staging.mkdir()
         if executor is None:
             with make_executor(p.executor, p.workers) as pool:
-                pairs = _map_shards(pool, shards, staging, rules)
+                key_files = _map_shards(pool, shards, staging, rules)
         else:
-            pairs = _map_shards(executor, shards, staging, rules)
-        index = DedupIndex(pairs)
+            key_files = _map_shards(executor, shards, staging, rules)
+        index = DedupIndex.from_files(key_files)
         stats = _reduce_shards(staging, len(shards), index, p, tmp_out, tmp_rejects)
         for item in sorted(staging.iterdir()):
             item.unlink()
@@ -78,27 +79,34 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
     return stats
 
 
-def _map_shards(pool: Executor, shards: list[Path], staging: Path, rules: RowRules) -> list[np.ndarray]:
+def _map_shards(pool: Executor, shards: list[Path], staging: Path, rules: RowRules) -> list[Path]:
+    """Stage every shard; returns the files of their distinct keys, in shard order."""
     # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
-    jobs = [pool.submit(stage_shard, str(shard.resolve()), str((staging / shard_name(i)).resolve()), rules)
-            for i, shard in enumerate(shards)]
-    return [job.result() for job in jobs]
+    staged = [(staging / shard_name(i)).resolve() for i in range(len(shards))]
+    jobs = [pool.submit(stage_shard, str(shard.resolve()), str(out), rules) for shard, out in zip(shards, staged)]
+    for job in jobs:
+        job.result()
+    return [Path(f"{out}.keys") for out in staged]
 
 
-def stage_shard(shard: str, staged: str, rules: RowRules) -> np.ndarray:
-    """Map step for one raw shard (runs in a worker): returns its distinct (hash, label) pairs."""
+def stage_shard(shard: str, staged: str, rules: RowRules) -> int:
+    """Map step for one raw shard (runs in a worker): writes the staged rows and, beside them, the
+    shard's distinct (hash, label) keys; returns how many keys."""
     table = pq.read_table(shard)
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     if batch is None:
         pq.write_table(_STAGED.empty_table(), staged)
-        return distinct_pairs(np.empty(0, np.uint64), np.empty(0, np.int32))
+        save_keys(Path(f"{staged}.keys"), distinct_keys(np.empty(0, np.uint64), np.empty(0, np.int32)))
+        return 0
     text, label_ids, reason = check_rows(batch, rules)
     hashes = text_hashes(text)
     columns = [batch.column("text"), text, batch.column("label"), pa.array(label_ids, pa.int32()),
                batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
                pa.array(reason, pa.string())]
     pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none")
-    return distinct_pairs(hashes, label_ids)
+    keys = distinct_keys(hashes, label_ids)
+    save_keys(Path(f"{staged}.keys"), keys)
+    return len(keys[0])
 
 
 def _reduce_shards(staging: Path, n_shards: int, index: DedupIndex, p: CleanParams, out: Path,
