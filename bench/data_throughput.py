@@ -70,7 +70,7 @@ def run_project(csv_path: Path, workdir: Path, workers: int) -> float:
     ingest.run(workdir / "raw", IngestParams(source=str(csv_path), chunk_rows=100_000))
     clean.run(workdir / "raw", workdir / "clean", workdir / "rejects",
               dataclasses.replace(CleanParams(), executor="process", workers=workers))
-    vocab.run(workdir / "clean", workdir / "vocab", VocabParams())
+    vocab.run(workdir / "clean", workdir / "vocab", VocabParams(workers=workers))
     return time.perf_counter() - start
 
 

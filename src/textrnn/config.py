@@ -90,8 +90,10 @@ class VocabParams:
     max_size: int = 30_000
     max_len: int = 200
     jieba: bool = False
+    workers: int = 1
 
     def validate(self) -> None:
+        _check_range("vocab.workers", self.workers, low=1)
         _check_range("vocab.min_freq", self.min_freq, low=1)
         _check_range("vocab.max_size", self.max_size, low=3)
         _check_range("vocab.max_len", self.max_len, low=1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 
@@ -38,3 +39,15 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             yield pool
+
+
+def ordered_map(pool: Executor, fn: Callable, items: Iterable, window: int = 4) -> Iterator:
+    """fn over items through `pool`, results in input order, at most `window` items in flight: memory
+    stays bounded by the window, not by how many items there are."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -173,6 +173,12 @@ def test_clean_gives_identical_bytes_for_serial_thread_and_process_executors(tin
     assert len(set(hashes.values())) == 1, hashes
 
 
+def test_vocab_gives_identical_bytes_with_one_or_two_workers(tiny_run, tmp_path):
+    p, *_ = tiny_run
+    vocab.run(Path(p.paths.clean), tmp_path / "two", dataclasses.replace(p.vocab, workers=2))
+    assert content_hash(tmp_path / "two") == content_hash(p.paths.vocab)
+
+
 def test_no_temp_leftovers_after_the_stages(tiny_run, tmp_path):
     assert temp_leftovers(tmp_path) == []
     assert not (Path(tiny_run[0].paths.clean) / ".staging").exists()

@@ -8,6 +8,7 @@ described by `<split>/meta.json`; all memory-mappable with numpy.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
 from textrnn.data import write_encoded_split
 from textrnn.io import atomic_dir, iter_batches, read_json, write_json_into
+from textrnn.parallel import make_executor, ordered_map
 from textrnn.text import Normalisation, tokenise
 from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode, select_tokens
 
@@ -27,9 +29,17 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
     clean = Path(clean)
     labels = read_json(clean / "labels.json")
     normalisation = Normalisation(**read_json(clean / "normalisation.json"))
+    with make_executor("thread", p.workers) as pool:
+        return _build(clean, out, p, labels, normalisation, pool)
+
+
+def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: Normalisation,
+           pool: Executor) -> dict:
     counter = TokenCounter()
-    for batch in iter_batches(clean / "train", columns=["text"]):
-        counter.add(tokenise(batch.column("text"), use_jieba=p.jieba))
+    window = 2 * p.workers
+    batches = iter_batches(clean / "train", columns=["text"])
+    for token_lists in ordered_map(pool, lambda b: tokenise(b.column("text"), use_jieba=p.jieba), batches, window):
+        counter.add(token_lists)
     tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
     vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
     stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
@@ -39,7 +49,7 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
         write_json_into(tmp, "labels.json", labels)
         for split in SPLITS:
             batches = iter_batches(clean / split, columns=["text", "label_id"])
-            encoded = (_encode_batch(batch, vocab, lookup) for batch in batches)
+            encoded = ordered_map(pool, lambda b: _encode_batch(b, vocab, lookup), batches, window)
             stats["splits"][split] = write_encoded_split(tmp / split, encoded)
         write_json_into(tmp, "stats.json", stats)
     log.info("vocab: %d tokens; %s", len(vocab),
