@@ -142,9 +142,14 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_table(path: Path, table: pa.Table) -> None:
-    """Parquet with settings fixed so that the same table always gives the same bytes."""
-    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True,
+    """Parquet with settings fixed so that the same table always gives the same bytes. Free text is not
+    dictionary-encoded: nearly every value is distinct, so it only slows writing and reading down."""
+    dictionary = [name for name in table.column_names if name not in _FREE_TEXT_COLUMNS]
+    pq.write_table(table, path, compression="zstd", use_dictionary=dictionary, write_statistics=True,
                    row_group_size=64 * 1024, store_schema=True)
+
+
+_FREE_TEXT_COLUMNS = ("text", "raw_text")
 
 
 def shard_name(index: int) -> str:
