@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 
 class SerialExecutor(Executor):
@@ -44,9 +44,15 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
 def ordered_map(pool: Executor, fn: Callable, items: Iterable, window: int = 4) -> Iterator:
     """fn over items through `pool`, results in input order, at most `window` items in flight: memory
     stays bounded by the window, not by how many items there are."""
+    return in_order((pool.submit(fn, item) for item in items), window)
+
+
+def in_order(futures: Iterable[Future], window: int = 4) -> Iterator:
+    """The results of lazily created futures in order, creating the next ones only while fewer than
+    `window` are pending."""
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
+    for future in futures:
+        pending.append(future)
         if len(pending) >= window:
             yield pending.popleft().result()
     while pending:

@@ -9,6 +9,7 @@ Two streaming passes over the raw shards, each bounded by one shard's size:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from concurrent.futures import Executor
@@ -31,7 +32,7 @@ from textrnn.cleaning import (
 )
 from textrnn.config import CleanParams
 from textrnn.io import atomic_dir, list_shards, read_json, shard_name, write_json_into, write_table
-from textrnn.parallel import make_executor
+from textrnn.parallel import in_order, make_executor
 from textrnn.text import Normalisation
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,9 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
     with atomic_dir(out) as tmp_out, atomic_dir(rejects) as tmp_rejects:
         staging = tmp_out / ".staging"
         staging.mkdir()
-        if executor is None:
-            with make_executor(p.executor, p.workers) as pool:
-                key_files = _map_shards(pool, shards, staging, rules)
-        else:
-            key_files = _map_shards(executor, shards, staging, rules)
-        index = DedupIndex.from_files(key_files)
-        stats = _reduce_shards(staging, len(shards), index, p, tmp_out, tmp_rejects)
+        with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
+            index = DedupIndex.from_files(_map_shards(pool, shards, staging, rules))
+            stats = _reduce_shards(pool, staging, len(shards), index, p, tmp_out, tmp_rejects)
         for item in sorted(staging.iterdir()):
             item.unlink()
         staging.rmdir()
@@ -109,39 +106,60 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> int:
     return len(keys[0])
 
 
-def _reduce_shards(staging: Path, n_shards: int, index: DedupIndex, p: CleanParams, out: Path,
+def _reduce_shards(pool: Executor, staging: Path, n_shards: int, index: DedupIndex, p: CleanParams, out: Path,
                    rejects: Path) -> dict:
-    kept, rejected = Counter(), Counter()
-    rows_in = 0
+    """Decide every row in shard order (that is what makes the first copy the one kept), then write each
+    shard's kept rows and rejects in the pool."""
     for split in SPLITS:
         (out / split).mkdir()
-    for i in range(n_shards):
-        staged = pq.read_table(staging / shard_name(i))
-        rows_in += staged.num_rows
-        hashes = staged.column("hash").to_numpy()
-        reason = staged.column("reason").to_numpy(zero_copy_only=False).astype(object)
-        usable = np.equal(reason, None)
-        reason[usable] = index.decide(hashes, usable)[usable]
-        split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)
-        split_names = np.array(SPLITS, dtype=object)[split]
-        keep = np.equal(reason, None)
-        for s, name in enumerate(SPLITS):
-            rows = np.flatnonzero(keep & (split == s))
-            if len(rows):
-                _write_kept(out / name / shard_name(i), staged.take(rows))
-            kept[name] += len(rows)
-        rows = np.flatnonzero(~keep)
-        if len(rows):
-            # A rejected text that was never normalised into anything has no split.
-            row_reason = reason[rows].astype(str)
-            has_text = ~np.isin(row_reason, ["bad_utf8", "bad_field_count", "empty"])
-            reject_split = np.where(has_text, split_names[rows], None)
-            _write_rejects(rejects / shard_name(i), staged.take(rows), row_reason, reject_split)
-            keys, counts = np.unique(np.char.add(np.char.add(row_reason, "/"),
-                                                 np.where(has_text, split_names[rows], "none").astype(str)),
-                                     return_counts=True)
-            rejected.update(dict(zip(keys.tolist(), counts.tolist())))
+    # Absolute paths, as in the map step: a Dask worker has another working directory.
+    staged = [(staging / shard_name(i)).resolve() for i in range(n_shards)]
+    writes = (pool.submit(write_shard, str(path), _decide_shard(path, index), i, p, str(out.resolve()),
+                          str(rejects.resolve())) for i, path in enumerate(staged))
+    kept, rejected, rows_in = Counter(), Counter(), 0
+    for shard_kept, shard_rejected, shard_rows in in_order(writes, window=2 * p.workers):
+        kept.update(shard_kept)
+        rejected.update(shard_rejected)
+        rows_in += shard_rows
     return _stats(rows_in, kept, rejected)
+
+
+def _decide_shard(staged: Path, index: DedupIndex) -> np.ndarray:
+    """The final reason of every row of a staged shard (None = kept), claiming the texts it keeps."""
+    columns = pq.read_table(staged, columns=["hash", "reason"])
+    hashes = columns.column("hash").to_numpy()
+    reason = columns.column("reason").to_numpy(zero_copy_only=False).astype(object)
+    usable = np.equal(reason, None)
+    reason[usable] = index.decide(hashes, usable)[usable]
+    return reason
+
+
+def write_shard(staged: str, reason: np.ndarray, shard: int, p: CleanParams, out: str,
+                rejects: str) -> tuple[Counter, Counter, int]:
+    """Write one decided shard's kept rows per split and its rejects; returns (kept per split, rejected
+    per reason/split, rows)."""
+    staged_table = pq.read_table(staged)
+    split = assign_split(staged_table.column("hash").to_numpy(), p.split_seed, p.val_fraction, p.test_fraction)
+    split_names = np.array(SPLITS, dtype=object)[split]
+    keep = np.equal(reason, None)
+    kept, rejected = Counter(), Counter()
+    for s, name in enumerate(SPLITS):
+        rows = np.flatnonzero(keep & (split == s))
+        if len(rows):
+            _write_kept(Path(out) / name / shard_name(shard), staged_table.take(rows))
+        kept[name] += len(rows)
+    rows = np.flatnonzero(~keep)
+    if len(rows):
+        # A rejected text that was never normalised into anything has no split.
+        row_reason = reason[rows].astype(str)
+        has_text = ~np.isin(row_reason, ["bad_utf8", "bad_field_count", "empty"])
+        reject_split = np.where(has_text, split_names[rows], None)
+        _write_rejects(Path(rejects) / shard_name(shard), staged_table.take(rows), row_reason, reject_split)
+        keys, counts = np.unique(np.char.add(np.char.add(row_reason, "/"),
+                                             np.where(has_text, split_names[rows], "none").astype(str)),
+                                 return_counts=True)
+        rejected.update(dict(zip(keys.tolist(), counts.tolist())))
+    return kept, rejected, staged_table.num_rows
 
 
 def _write_kept(path: Path, staged: pa.Table) -> None:
