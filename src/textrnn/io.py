@@ -119,16 +119,20 @@ def _naming(target: Path) -> Iterator[None]:
 
 def write_json(path: str | Path, payload: Any) -> None:
     """Deterministic JSON: sorted keys, UTF-8, trailing newline."""
-    text = json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(json_text(payload), encoding="utf-8")
 
 
 def write_json_into(folder: Path, name: str, payload: Any) -> Path:
     """Write JSON inside a folder that is itself being written atomically."""
     path = folder / name
-    path.write_text(json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json_text(payload), encoding="utf-8")
     return path
+
+
+def json_text(payload: Any) -> str:
+    """The one JSON formatting of every artifact, so equal payloads are equal bytes."""
+    return json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def read_json(path: str | Path) -> Any:

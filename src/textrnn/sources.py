@@ -61,13 +61,13 @@ def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str
             return fs, [root], fmt
         files = sorted(f for f in fs.find(root) if PurePosixPath(f).suffix.lower() in FORMATS_BY_SUFFIX)
     else:
+        fmt = p.format
         files = sorted(fs.glob(root)) if any(ch in root for ch in "*?[") else [root]
         files = [f for f in files if fs.isfile(f)]
-        if not files:
-            raise SourceError(f"ingest.source = {p.source!r}: no input files found")
-        fmt = p.format if p.format != "auto" else _guess_file_format(files, p.source)
     if not files:
         raise SourceError(f"ingest.source = {p.source!r}: no input files found")
+    if fmt == "auto":
+        fmt = _guess_file_format(files, p.source)
     return fs, files, fmt
 
 

@@ -48,7 +48,7 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
         metrics.update(headline_metrics(probs[split], labels[split], prefix=f"{split}_"))
     texts = {s: read_folder(clean / s, ["text"]).column("text").to_pylist() for s in ("train", "val", "test")}
     if p.baseline:
-        metrics.update(_baseline_metrics(clean, texts, labels, p))
+        metrics.update(_baseline_metrics(clean, texts, labels, len(names), p))
         for key in ("test_accuracy", "test_macro_f1"):
             metrics[f"rnn_minus_baseline_{key}"] = round(metrics[key] - metrics[f"baseline_{key}"], 6)
     with atomic_dir(out) as tmp:
@@ -61,12 +61,12 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
     return metrics
 
 
-def _baseline_metrics(clean: Path, texts: dict, labels: dict, p: EvaluateParams) -> dict:
+def _baseline_metrics(clean: Path, texts: dict, labels: dict, num_classes: int, p: EvaluateParams) -> dict:
     train_labels = read_folder(clean / "train", ["label_id"]).column("label_id").to_numpy()
     baseline = train_baseline(texts["train"], train_labels, p.baseline_ngram_max, p.baseline_c, seed=0)
     out = {}
     for split in ("val", "test"):
-        probs = _full_proba(baseline, texts[split], num_classes=int(max(train_labels.max(), labels[split].max())) + 1)
+        probs = _full_proba(baseline, texts[split], num_classes)
         out.update(headline_metrics(probs, labels[split], prefix=f"baseline_{split}_"))
     return out
 
