@@ -101,9 +101,57 @@ def tokenise(texts: pa.Array, use_jieba: bool = False) -> pa.ListArray:
     script is one word, whitespace separates. With jieba, Chinese words stay whole instead.
     """
     if use_jieba:
-        spaced = pc.replace_substring_regex(_jieba_segment(texts), _SPLIT_SYMBOLS, r" \1 ")
-        return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
-    return _split_by_character_class(texts)
+        return _jieba_tokens(texts)
+    layout = _Layout.of(texts)
+    tokens = layout.token_strings(layout.in_token, layout.starts_token)
+    return pa.ListArray.from_arrays(pa.array(layout.row_tokens.astype(np.int32)), tokens, mask=layout.null_mask)
+
+
+WORD_CODE_BASE = 0x110000  # token codes below are code points (one-character tokens), the rest index words
+
+
+@dataclass(frozen=True)
+class TokenCodes:
+    """The tokens of a batch as integers, without a string per token: a one-character token is its code
+    point; a longer one is WORD_CODE_BASE + its index in `words`, the batch's distinct longer tokens."""
+
+    codes: np.ndarray  # int64, one per token
+    row_offsets: np.ndarray  # int64, rows + 1: row i's tokens are codes[row_offsets[i]:row_offsets[i+1]]
+    words: pa.StringArray
+
+
+def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
+    """`tokenise` as integer codes: the tokens are the same, only strings longer than one character are
+    ever built (most Chinese tokens are one character)."""
+    if use_jieba:
+        return _codes_of_token_lists(_jieba_tokens(texts))
+    layout = _Layout.of(texts)
+    lengths = layout.token_lengths
+    long_token = lengths > 1
+    in_long = np.zeros(len(layout.points), dtype=bool)
+    in_long[layout.in_token] = np.repeat(long_token, lengths)
+    words = pc.dictionary_encode(layout.token_strings(in_long, layout.starts_token & in_long))
+    codes = layout.points[layout.token_starts].astype(np.int64)
+    codes[long_token] = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False)
+    return TokenCodes(codes=codes, row_offsets=layout.row_tokens, words=words.dictionary)
+
+
+def _codes_of_token_lists(token_lists: pa.ListArray) -> TokenCodes:
+    """Codes of an already split list array, every token as a word; empty tokens are dropped."""
+    flat = pc.list_flatten(token_lists)
+    lengths = np.diff(token_lists.offsets.to_numpy().astype(np.int64))
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    row_offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(np.bincount(rows[real], minlength=len(lengths)), out=row_offsets[1:])
+    words = pc.dictionary_encode(flat.filter(pa.array(real)))
+    codes = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return TokenCodes(codes=codes, row_offsets=row_offsets, words=words.dictionary)
+
+
+def _jieba_tokens(texts: pa.Array) -> pa.ListArray:
+    spaced = pc.replace_substring_regex(_jieba_segment(texts), _SPLIT_SYMBOLS, r" \1 ")
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
 
 
 @functools.cache
@@ -115,7 +163,7 @@ def _character_classes() -> np.ndarray:
     """
     points = np.arange(0x110000, dtype=np.uint32)
     points[(points >= 0xD800) & (points < 0xE000)] = ord(" ")  # surrogates never occur in valid UTF-8
-    one_char = _strings_of_code_points(points)
+    one_char = strings_of_code_points(points)
     space = pc.utf8_is_space(one_char).to_numpy(zero_copy_only=False)
     single = pc.match_substring_regex(one_char, f"^{_SPLIT_CJK_AND_SYMBOLS}$").to_numpy(zero_copy_only=False)
     return np.where(space, _SEPARATOR, np.where(single, _SINGLE, _WORD)).astype(np.uint8)
@@ -124,8 +172,9 @@ def _character_classes() -> np.ndarray:
 _SEPARATOR, _WORD, _SINGLE = 0, 1, 2
 
 
-def _strings_of_code_points(points: np.ndarray) -> pa.StringArray:
+def strings_of_code_points(points: np.ndarray) -> pa.StringArray:
     """A string array with one single-character string per code point."""
+    points = np.asarray(points, dtype=np.uint32)
     data = points.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")
     widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
     offsets = np.zeros(len(points) + 1, dtype=np.int32)
@@ -133,37 +182,49 @@ def _strings_of_code_points(points: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def _split_by_character_class(texts: pa.Array) -> pa.ListArray:
-    """The tokeniser without a regex pass: code points are classified through a lookup table, then token
-    boundaries and the token strings are cut out of the UTF-8 buffer with numpy."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    texts = texts.cast(pa.string())
-    filled = pc.fill_null(texts, "")
-    data = _utf8_bytes(filled)
-    lead = (data & 0xC0) != 0x80  # the first byte of each code point
-    points = np.frombuffer(data.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
-    row_starts = np.zeros(len(texts) + 1, dtype=np.int64)  # row offsets counted in code points
-    np.cumsum(pc.utf8_length(filled).to_numpy(zero_copy_only=False), out=row_starts[1:])
-    cls = _character_classes()[points]
-    word = cls == _WORD
-    continues_word = np.concatenate([[False], word[:-1]])
-    continues_word[row_starts[:-1][row_starts[:-1] < len(points)]] = False  # a row never continues a word
-    token_starts = np.flatnonzero((cls == _SINGLE) | (word & ~continues_word))
-    # Keep the bytes of every non-separator code point; a token starts at its first code point's lead byte.
-    first = data[lead]
-    widths = 1 + (first >= 0xC0).view(np.uint8) + (first >= 0xE0) + (first >= 0xF0)
-    in_token = np.repeat(cls != _SEPARATOR, widths)
-    starts_token = np.zeros(len(points), dtype=bool)
-    starts_token[token_starts] = True
-    token_bytes = data[in_token]
-    token_offsets = np.empty(len(token_starts) + 1, dtype=np.int32)
-    token_offsets[:-1] = np.flatnonzero((np.repeat(starts_token, widths) & lead)[in_token])
-    token_offsets[-1] = len(token_bytes)
-    tokens = pa.StringArray.from_buffers(len(token_starts), pa.py_buffer(token_offsets), pa.py_buffer(token_bytes))
-    row_tokens = np.searchsorted(token_starts, row_starts).astype(np.int32)
-    mask = pc.is_null(texts) if texts.null_count else None
-    return pa.ListArray.from_arrays(pa.array(row_tokens), tokens, mask=mask)
+class _Layout:
+    """Where the tokens of a batch of texts are, found without a regex: code points are classified through
+    a lookup table; token boundaries and token strings are cut out of the UTF-8 buffer with numpy."""
+
+    def __init__(self, texts: pa.StringArray):
+        filled = pc.fill_null(texts, "")
+        self.null_mask = pc.is_null(texts) if texts.null_count else None
+        self.data = _utf8_bytes(filled)
+        self.lead = (self.data & 0xC0) != 0x80  # the first byte of each code point
+        self.points = np.frombuffer(self.data.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
+        row_starts = np.zeros(len(texts) + 1, dtype=np.int64)  # row offsets counted in code points
+        np.cumsum(pc.utf8_length(filled).to_numpy(zero_copy_only=False), out=row_starts[1:])
+        cls = _character_classes()[self.points]
+        word = cls == _WORD
+        continues_word = np.concatenate([[False], word[:-1]])
+        continues_word[row_starts[:-1][row_starts[:-1] < len(self.points)]] = False  # rows never join
+        self.in_token = cls != _SEPARATOR
+        self.starts_token = (cls == _SINGLE) | (word & ~continues_word)
+        self.token_starts = np.flatnonzero(self.starts_token)
+        self.row_tokens = np.searchsorted(self.token_starts, row_starts)  # row offsets counted in tokens
+        first = self.data[self.lead]
+        self.widths = 1 + (first >= 0xC0).view(np.uint8) + (first >= 0xE0) + (first >= 0xF0)  # bytes per point
+
+    @classmethod
+    def of(cls, texts: pa.Array) -> _Layout:
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        return cls(texts.cast(pa.string()))
+
+    @property
+    def token_lengths(self) -> np.ndarray:
+        """Code points per token (a token's code points are contiguous; separators lie between tokens)."""
+        inside_before = np.zeros(len(self.points) + 1, dtype=np.int64)
+        np.cumsum(self.in_token, dtype=np.int64, out=inside_before[1:])
+        return np.diff(np.append(inside_before[self.token_starts], inside_before[-1]))
+
+    def token_strings(self, keep: np.ndarray, starts: np.ndarray) -> pa.StringArray:
+        """The strings of the tokens made of the code points in `keep`, each starting where `starts` is set."""
+        kept = np.repeat(keep, self.widths)
+        token_bytes = self.data[kept]
+        offsets = np.flatnonzero((np.repeat(starts, self.widths) & self.lead)[kept])
+        offsets = np.append(offsets, len(token_bytes)).astype(np.int32)
+        return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(token_bytes))
 
 
 def _utf8_bytes(texts: pa.StringArray) -> np.ndarray:

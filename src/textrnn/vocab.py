@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -11,7 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from textrnn.text import Normalisation, normalise, tokenise, truncate
+from textrnn.text import (
+    WORD_CODE_BASE,
+    Normalisation,
+    TokenCodes,
+    normalise,
+    strings_of_code_points,
+    token_codes,
+    truncate,
+)
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -36,6 +45,15 @@ class Vocabulary:
         return {"tokens": list(self.tokens), "specials": {PAD: PAD_ID, UNK: UNK_ID},
                 "tokeniser": {"normalisation": asdict(self.normalisation), "jieba": self.jieba,
                               "max_len": self.max_len}}
+
+    @functools.cached_property
+    def point_ids(self) -> np.ndarray:
+        """The id of every one-character token by code point (<unk> for those not in the vocabulary)."""
+        ids = np.full(WORD_CODE_BASE, UNK_ID, dtype=np.int32)
+        for i, token in enumerate(self.tokens[2:], start=2):
+            if len(token) == 1:
+                ids[ord(token)] = i
+        return ids
 
     @classmethod
     def from_json(cls, payload: dict, origin: str = "vocab.json") -> Vocabulary:
@@ -63,24 +81,32 @@ class Vocabulary:
 
 
 class TokenCounter:
-    """Token counts accumulated batch by batch in Arrow tables (no per-token Python loop)."""
+    """Token counts accumulated batch by batch: one-character tokens in an array indexed by code point,
+    longer ones in Arrow tables (no per-token Python loop, no string per token)."""
 
     def __init__(self, compact_every: int = 32):
-        self._parts: list[pa.Table] = []
+        self._points = np.zeros(WORD_CODE_BASE, dtype=np.int64)
+        self._words: list[pa.Table] = []
         self._compact_every = compact_every
 
-    def add(self, token_lists: pa.ListArray) -> None:
-        flat = pc.list_flatten(token_lists)
-        counts = pc.value_counts(flat)
-        self._parts.append(pa.table({"token": counts.field("values"), "count": counts.field("counts")}))
-        if len(self._parts) >= self._compact_every:
-            self._parts = [self.table()]
+    def add(self, tokens: TokenCodes) -> None:
+        is_point = tokens.codes < WORD_CODE_BASE
+        self._points += np.bincount(tokens.codes[is_point], minlength=WORD_CODE_BASE)
+        if len(tokens.words):
+            counts = np.bincount(tokens.codes[~is_point] - WORD_CODE_BASE, minlength=len(tokens.words))
+            self._words.append(pa.table({"token": tokens.words, "count": pa.array(counts, pa.int64())}))
+            if len(self._words) >= self._compact_every:
+                self._words = [_sum_by_token(self._words)]
 
     def table(self) -> pa.Table:
-        if not self._parts:
-            return pa.table({"token": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-        merged = pa.concat_tables(self._parts).group_by("token").aggregate([("count", "sum")])
-        return merged.rename_columns(["token", "count"])
+        seen = np.flatnonzero(self._points)
+        points = pa.table({"token": strings_of_code_points(seen), "count": pa.array(self._points[seen])})
+        return _sum_by_token([points, *self._words])
+
+
+def _sum_by_token(tables: list[pa.Table]) -> pa.Table:
+    merged = pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")])
+    return merged.rename_columns(["token", "count"])
 
 
 def select_tokens(counts: pa.Table, min_freq: int, max_size: int) -> tuple[str, ...]:
@@ -99,18 +125,13 @@ def encode(texts: pa.Array, vocab: Vocabulary, lookup: pa.Array | None = None) -
     Unknown tokens map to <unk>; a text with no tokens encodes as an empty row.
     """
     lookup = pa.array(vocab.tokens, pa.string()) if lookup is None else lookup
-    tokens = tokenise(texts, use_jieba=vocab.jieba)
-    flat = pc.list_flatten(tokens)
-    ids = pc.fill_null(pc.index_in(flat, value_set=lookup), UNK_ID).to_numpy(zero_copy_only=False)
-    offsets = tokens.offsets.to_numpy().astype(np.int64) - int(tokens.offsets[0].as_py())
+    tokens = token_codes(texts, use_jieba=vocab.jieba)
+    is_point = tokens.codes < WORD_CODE_BASE
+    word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=lookup), UNK_ID).to_numpy(zero_copy_only=False)
+    ids = np.where(is_point, vocab.point_ids[np.where(is_point, tokens.codes, 0)],
+                   word_ids[np.where(is_point, 0, tokens.codes - WORD_CODE_BASE)] if len(word_ids) else UNK_ID)
+    offsets = tokens.row_offsets
     lengths = np.diff(offsets)
-    if vocab.jieba:
-        # jieba's segmentation can leave an empty token at an edge: drop such tokens.
-        real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-        if not real.all():
-            rows = np.repeat(np.arange(len(lengths)), lengths)
-            ids, lengths = ids[real], np.bincount(rows[real], minlength=len(lengths))
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept_lengths = np.minimum(lengths, vocab.max_len)
     # Position of every token inside its row; keep the first max_len of each row.
     position = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)

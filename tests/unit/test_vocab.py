@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from textrnn.text import Normalisation, tokenise
+from textrnn.text import WORD_CODE_BASE, Normalisation, token_codes, tokenise
 from textrnn.vocab import (
     PAD,
     PAD_ID,
@@ -34,14 +36,25 @@ def rows(ids: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
     return [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
 
 
-def test_token_counter_sums_over_batches():
+@pytest.mark.parametrize("use_jieba", [False, True])
+def test_token_counter_sums_over_batches(use_jieba):
     counter = TokenCounter(compact_every=2)
-    for texts in (["a b a", "c"], ["a c", ""], ["好 好"]):
-        counter.add(tokenise(pa.array(texts)))
+    for texts in (["ab b ab", "c", None], ["ab c", ""], ["好 好"]):
+        counter.add(token_codes(pa.array(texts, pa.string()), use_jieba=use_jieba))
     table = counter.table()
     got = dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
-    got.pop("", None)  # the tokeniser's empty edge tokens are dropped by select_tokens
-    assert got == {"a": 3, "b": 1, "c": 2, "好": 2}
+    assert got == {"ab": 3, "b": 1, "c": 2, "好": 2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.text(alphabet="ab 好的!é\u3000x1", max_size=12)), max_size=8))
+def test_token_codes_are_the_tokens_of_tokenise(texts):
+    array = pa.array(texts, pa.string())
+    codes = token_codes(array)
+    words = codes.words.to_pylist()
+    decoded = [chr(c) if c < WORD_CODE_BASE else words[c - WORD_CODE_BASE] for c in codes.codes.tolist()]
+    rows = [decoded[codes.row_offsets[i]:codes.row_offsets[i + 1]] for i in range(len(texts))]
+    assert rows == [row or [] for row in tokenise(array).to_pylist()]
 
 
 def test_empty_token_counter_gives_an_empty_table():

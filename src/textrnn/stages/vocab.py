@@ -19,7 +19,7 @@ from textrnn.config import VocabParams
 from textrnn.data import write_encoded_split
 from textrnn.io import atomic_dir, iter_batches, read_json, write_json_into
 from textrnn.parallel import make_executor, ordered_map
-from textrnn.text import Normalisation, tokenise
+from textrnn.text import Normalisation, token_codes
 from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode, select_tokens
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
     counter = TokenCounter()
     window = 2 * p.workers
     batches = iter_batches(clean / "train", columns=["text"])
-    for token_lists in ordered_map(pool, lambda b: tokenise(b.column("text"), use_jieba=p.jieba), batches, window):
-        counter.add(token_lists)
+    for tokens in ordered_map(pool, lambda b: token_codes(b.column("text"), use_jieba=p.jieba), batches, window):
+        counter.add(tokens)
     tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
     vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
     stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
