@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -175,10 +177,26 @@ def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[
         yield from _iter_lenient(lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column,
                                                              p.chunk_rows), path, p)
         return
+    handed_on = 0
     try:
-        yield from _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding)
+        for batch in _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding):
+            yield batch
+            handed_on += batch.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-        raise SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})") from err
+        if not (utf8 and _record_longer_than_a_block(err)):
+            raise SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})") from err
+        rows = lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column, p.chunk_rows)
+        yield from _iter_lenient(rows, path, p, skip=handed_on)
+
+
+# Arrow's readers parse blocks of this size, and read at most a few ahead (PacedInput): memory stays
+# bounded whatever the file size. A record longer than a block (a review of many megabytes) is legal;
+# from there on the file goes through the per-row reader.
+_BLOCK = 1 << 24
+
+
+def _record_longer_than_a_block(err: Exception) -> bool:
+    return "straddl" in str(err)
 
 
 def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encoding: str):
@@ -189,12 +207,11 @@ def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encodi
         bad_rows.append(row.text)
         return "skip"
 
-    # Blocks of 64 MiB: a quoted field must fit in one block, and reviews can be megabytes long.
-    read = pcsv.ReadOptions(block_size=1 << 26, encoding=encoding)
+    read = pcsv.ReadOptions(block_size=_BLOCK, encoding=encoding)
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
     with fs.open(path, "rb") as handle:
         try:
-            header = pcsv.open_csv(handle, read_options=read, parse_options=parse).schema.names
+            header = pcsv.open_csv(PacedInput(handle, _BLOCK), read_options=read, parse_options=parse).schema.names
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return
@@ -205,8 +222,9 @@ def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encodi
                                   column_types={p.text_column: pa.binary(), p.label_column: pa.binary()})
     first = 1
     with fs.open(path, "rb") as handle:
-        reader = pcsv.open_csv(handle, read_options=read, parse_options=parse, convert_options=convert)
-        for batch in _rechunk(reader, p.chunk_rows):
+        paced = PacedInput(handle, _BLOCK)
+        reader = pcsv.open_csv(paced, read_options=read, parse_options=parse, convert_options=convert)
+        for batch in _rechunk(paced.batches(reader), p.chunk_rows):
             text, error = decode_utf8(batch.column(p.text_column))
             yield _make_batch(text, _labels_as_strings(batch.column(p.label_column)), path, first, error)
             first += batch.num_rows
@@ -218,13 +236,16 @@ def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encodi
         yield _bad_rows_batch(bad_rows, path, first)
 
 
-def _iter_lenient(chunks, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
-    """Batches from a per-row reader of textrnn.lenient, with the same schema and row numbers."""
+def _iter_lenient(chunks, path: str, p: IngestParams, skip: int = 0) -> Iterator[pa.RecordBatch]:
+    """Batches from a per-row reader of textrnn.lenient, with the same schema and row numbers; the first
+    `skip` records (handed on already by a faster reader) are passed over."""
     first = 1
     try:
         for texts, labels, errors in chunks:
-            text, label, error = lenient.to_arrays(texts, labels, errors)
-            yield _make_batch(text, label, path, first, error)
+            start = min(len(texts), max(0, skip - first + 1))
+            if start < len(texts):
+                text, label, error = lenient.to_arrays(texts[start:], labels[start:], errors[start:])
+                yield _make_batch(text, label, path, first + start, error)
             first += len(texts)
     except KeyError as err:
         column, found = err.args
@@ -241,6 +262,66 @@ def _bad_rows_batch(bad_rows: list[str], path: str, first: int) -> pa.RecordBatc
     n = len(bad_rows)
     return _make_batch(pa.array(bad_rows, pa.string()), pa.nulls(n, pa.string()), path, first,
                        pa.array(["bad_field_count"] * n, pa.string()))
+
+
+class PacedInput:
+    """A file for Arrow's streaming readers that lets them read at most `blocks_ahead` blocks beyond the
+    batches handed on. Left alone, Arrow reads ahead as fast as the disk allows, so a consumer slower than
+    the disk ends up holding the whole file in memory (measured: a 2 GB CSV took 2.2 GiB of RSS)."""
+
+    def __init__(self, handle, block_size: int, blocks_ahead: int = 3, stall_seconds: float = 1.0):
+        self._handle, self._block = handle, block_size
+        self._turn = threading.Condition()
+        self._read = 0
+        self._allowed = blocks_ahead * block_size
+        self._waiting_since: float | None = time.monotonic()  # the consumer waits from the start (open)
+        self._stall = stall_seconds
+
+    def read(self, nbytes: int = -1) -> bytes:
+        with self._turn:
+            while self._read >= self._allowed:
+                # Never deadlock: if the consumer has waited a while, Arrow needs more than was allowed.
+                if self._waiting_since is not None and time.monotonic() - self._waiting_since > self._stall:
+                    self._allowed += self._block
+                    break
+                self._turn.wait(self._stall / 4)
+        data = self._handle.read(nbytes)
+        with self._turn:
+            self._read += len(data)
+        return data
+
+    def batches(self, reader) -> Iterator[pa.RecordBatch]:
+        """The reader's batches, one more block allowed for each."""
+        while True:
+            self._consumer_waits(True)
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            self._consumer_waits(False)
+            yield batch
+
+    def _consumer_waits(self, waiting: bool) -> None:
+        with self._turn:
+            self._waiting_since = time.monotonic() if waiting else None
+            if not waiting:
+                self._allowed += self._block
+            self._turn.notify_all()
+
+    # The rest of the file protocol that pyarrow's PythonFile asks for.
+    closed = property(lambda self: self._handle.closed)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 def _rechunk(reader, chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -268,26 +349,28 @@ def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
     try:
         for batch in _iter_jsonl_arrow(fs, path, p):
             yield batch
-            handed_on += 1
+            handed_on += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
-        if handed_on:  # Arrow types from the first 64 MiB block; a later change of type cannot be undone
+        if handed_on and not _record_longer_than_a_block(err):
+            # Arrow types the columns from the first block; a later change of type cannot be undone.
             raise SourceError(f"{path}: JSON values change type after the first block ({err}); make every "
                               "text a string and every label a string or number") from err
         yield from _iter_lenient(lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows),
-                                 path, p)
+                                 path, p, skip=handed_on)
 
 
 def _iter_jsonl_arrow(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
     with fs.open(path, "rb") as handle:
+        paced = PacedInput(handle, _BLOCK)
         try:
-            reader = pjson.open_json(handle, read_options=pjson.ReadOptions(block_size=1 << 26))
+            reader = pjson.open_json(paced, read_options=pjson.ReadOptions(block_size=_BLOCK))
         except pa.ArrowInvalid as err:
             if "Empty JSON" in str(err):  # "Empty JSON file" / "Empty JSON stream"
                 return
             raise
         _check_columns(reader.schema.names, p, path)
         first = 1
-        for batch in _rechunk(reader, p.chunk_rows):
+        for batch in _rechunk(paced.batches(reader), p.chunk_rows):
             text = batch.column(p.text_column).cast(pa.string())
             yield _make_batch(text, _labels_as_strings(batch.column(p.label_column)), path, first)
             first += batch.num_rows

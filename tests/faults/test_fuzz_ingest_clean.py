@@ -232,6 +232,32 @@ def test_a_3_mb_csv_field_is_truncated_and_kept(tmp_path):
     assert lengths[-1] == CleanParams().max_chars
 
 
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_record_longer_than_a_reader_block_after_other_rows_loses_nothing(tmp_path, suffix):
+    """Arrow's readers parse bounded blocks; a longer record sends the rest of the file to the per-row
+    reader, which carries on after the rows already handed on."""
+    source = tmp_path / f"long.{suffix}"
+    rows = [(f"row {i} " + "好" * (i % 50), "pos" if i % 3 else "neg") for i in range(200_000)]
+    rows.insert(150_000, ("x" * (20 << 20), "pos"))
+    rows.append(("last", "neg"))
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        if suffix == "csv":
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+        else:
+            handle.writelines(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows)
+    raw, stats = _ingest_and_clean(source, tmp_path / "out", chunk_rows=50_000)
+    by_row = _check_accounting(tmp_path / "out", source, raw, stats, expected_rows=len(rows))
+    assert sorted(by_row) == list(range(1, len(rows) + 1))
+    shards = sorted((tmp_path / "out" / "raw").glob("part-*.parquet"))
+    texts = pa.concat_tables(pq.read_table(f, columns=["text", "row"]) for f in shards)
+    by_number = dict(zip(texts.column("row").to_pylist(), texts.column("text").to_pylist()))
+    assert [by_number[n] for n in (1, 150_000, 150_002, len(rows))] == [
+        rows[0][0], rows[149_999][0], rows[150_001][0], "last"]
+    assert len(by_number[150_001]) == 20 << 20
+
+
 def test_a_10_mb_jsonl_record_is_read_or_refused_naming_the_file(tmp_path):
     source = tmp_path / "long.jsonl"
     source.write_text(json.dumps({"text": "x" * (10 << 20), "label": "pos"}) + "\n"
