@@ -36,7 +36,7 @@ def check_rows(batch: pa.RecordBatch, rules: RowRules) -> tuple[pa.Array, np.nda
     text = normalise(batch.column("text"), rules.normalisation)
     lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
     max_chars = rules.normalisation.max_chars
-    if rules.too_long == "truncate":
+    if rules.too_long == "truncate" and lengths.max(initial=0) > max_chars:
         text = truncate(text, max_chars)
     label = batch.column("label")
     label_ids = pc.fill_null(pc.index_in(label, value_set=pa.array(rules.labels, pa.string())), -1)

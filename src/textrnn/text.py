@@ -126,13 +126,12 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
     if use_jieba:
         return _codes_of_token_lists(_jieba_tokens(texts))
     layout = _Layout.of(texts)
-    lengths = layout.token_lengths
-    long_token = lengths > 1
-    in_long = np.zeros(len(layout.points), dtype=bool)
-    in_long[layout.in_token] = np.repeat(long_token, lengths)
-    words = pc.dictionary_encode(layout.token_strings(in_long, layout.starts_token & in_long))
+    # A token is longer than one character iff it is a word whose next code point continues it.
+    continued = np.append(layout.continues_word[1:], False)
+    in_long = layout.continues_word | (layout.word & continued)
+    words = pc.dictionary_encode(layout.token_strings(in_long, layout.starts_token & continued))
     codes = layout.points[layout.token_starts].astype(np.int64)
-    codes[long_token] = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False)
+    codes[continued[layout.token_starts]] = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False)
     return TokenCodes(codes=codes, row_offsets=layout.row_tokens, words=words.dictionary)
 
 
@@ -195,9 +194,11 @@ class _Layout:
         row_starts = np.zeros(len(texts) + 1, dtype=np.int64)  # row offsets counted in code points
         np.cumsum(pc.utf8_length(filled).to_numpy(zero_copy_only=False), out=row_starts[1:])
         cls = _character_classes()[self.points]
-        word = cls == _WORD
-        continues_word = np.concatenate([[False], word[:-1]])
+        self.word = word = cls == _WORD
+        continues_word = np.zeros_like(word)
+        continues_word[1:] = word[:-1] & word[1:]
         continues_word[row_starts[:-1][row_starts[:-1] < len(self.points)]] = False  # rows never join
+        self.continues_word = continues_word  # a word character that extends the word before it
         self.in_token = cls != _SEPARATOR
         self.starts_token = (cls == _SINGLE) | (word & ~continues_word)
         self.token_starts = np.flatnonzero(self.starts_token)
@@ -210,13 +211,6 @@ class _Layout:
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         return cls(texts.cast(pa.string()))
-
-    @property
-    def token_lengths(self) -> np.ndarray:
-        """Code points per token (a token's code points are contiguous; separators lie between tokens)."""
-        inside_before = np.zeros(len(self.points) + 1, dtype=np.int64)
-        np.cumsum(self.in_token, dtype=np.int64, out=inside_before[1:])
-        return np.diff(np.append(inside_before[self.token_starts], inside_before[-1]))
 
     def token_strings(self, keep: np.ndarray, starts: np.ndarray) -> pa.StringArray:
         """The strings of the tokens made of the code points in `keep`, each starting where `starts` is set."""
