@@ -67,7 +67,7 @@ def run_project(csv_path: Path, workdir: Path, workers: int) -> float:
     from textrnn.stages import clean, ingest, vocab
 
     start = time.perf_counter()
-    ingest.run(workdir / "raw", IngestParams(source=str(csv_path), chunk_rows=100_000))
+    ingest.run(workdir / "raw", IngestParams(source=str(csv_path), chunk_rows=100_000, workers=workers))
     clean.run(workdir / "raw", workdir / "clean", workdir / "rejects",
               dataclasses.replace(CleanParams(), executor="process", workers=workers))
     vocab.run(workdir / "clean", workdir / "vocab", VocabParams(workers=workers))

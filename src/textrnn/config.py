@@ -49,8 +49,10 @@ class IngestParams:
     encoding: str = "utf-8"
     chunk_rows: int = 50_000
     max_rows_per_file: int = 0  # 0 = all rows; a small profile reads only the first N of each file
+    workers: int = 1
 
     def validate(self) -> None:
+        _check_range("ingest.workers", self.workers, low=1)
         _check_range("ingest.chunk_rows", self.chunk_rows, low=1)
         _check_range("ingest.max_rows_per_file", self.max_rows_per_file, low=0)
 

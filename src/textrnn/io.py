@@ -171,11 +171,17 @@ def iter_batches(folder: str | Path, columns: list[str] | None = None,
                  batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream every shard of a folder in order, a record batch at a time."""
     for shard in list_shards(folder):
-        try:
-            parquet = pq.ParquetFile(shard)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(f"{shard}: unreadable Parquet shard ({err}); rerun the stage that wrote it") from err
-        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+        yield from iter_shard_batches(shard, columns, batch_rows)
+
+
+def iter_shard_batches(shard: str | Path, columns: list[str] | None = None,
+                       batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Stream one Parquet shard, a record batch at a time."""
+    try:
+        parquet = pq.ParquetFile(shard)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{shard}: unreadable Parquet shard ({err}); rerun the stage that wrote it") from err
+    yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def read_folder(folder: str | Path, columns: list[str] | None = None) -> pa.Table:

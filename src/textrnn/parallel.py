@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 
@@ -39,12 +39,6 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             yield pool
-
-
-def ordered_map(pool: Executor, fn: Callable, items: Iterable, window: int = 4) -> Iterator:
-    """fn over items through `pool`, results in input order, at most `window` items in flight: memory
-    stays bounded by the window, not by how many items there are."""
-    return in_order((pool.submit(fn, item) for item in items), window)
 
 
 def in_order(futures: Iterable[Future], window: int = 4) -> Iterator:

@@ -153,6 +153,11 @@ def _jieba_tokens(texts: pa.Array) -> pa.ListArray:
     return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
 
 
+def prepare_tokeniser() -> None:
+    """Build the code-point table now, e.g. before forking workers, which then share it."""
+    _character_classes()
+
+
 @functools.cache
 def _character_classes() -> np.ndarray:
     """Token class of every code point (uint8, indexed by code point): separator, word or single.

@@ -86,7 +86,7 @@ class TokenCounter:
 
     def __init__(self, compact_every: int = 32):
         self._points = np.zeros(WORD_CODE_BASE, dtype=np.int64)
-        self._words: list[pa.Table] = []
+        self._tables: list[pa.Table] = []
         self._compact_every = compact_every
 
     def add(self, tokens: TokenCodes) -> None:
@@ -94,14 +94,18 @@ class TokenCounter:
         self._points += np.bincount(tokens.codes[is_point], minlength=WORD_CODE_BASE)
         if len(tokens.words):
             counts = np.bincount(tokens.codes[~is_point] - WORD_CODE_BASE, minlength=len(tokens.words))
-            self._words.append(pa.table({"token": tokens.words, "count": pa.array(counts, pa.int64())}))
-            if len(self._words) >= self._compact_every:
-                self._words = [_sum_by_token(self._words)]
+            self.add_table(pa.table({"token": tokens.words, "count": pa.array(counts, pa.int64())}))
+
+    def add_table(self, counts: pa.Table) -> None:
+        """Merge counts from elsewhere (another process's `table()`)."""
+        self._tables.append(counts)
+        if len(self._tables) >= self._compact_every:
+            self._tables = [_sum_by_token(self._tables)]
 
     def table(self) -> pa.Table:
         seen = np.flatnonzero(self._points)
         points = pa.table({"token": strings_of_code_points(seen), "count": pa.array(self._points[seen])})
-        return _sum_by_token([points, *self._words])
+        return _sum_by_token([points, *self._tables])
 
 
 def _sum_by_token(tables: list[pa.Table]) -> pa.Table:

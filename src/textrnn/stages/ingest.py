@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from textrnn.config import IngestParams
 from textrnn.io import atomic_dir, shard_name, write_json_into, write_table
+from textrnn.parallel import in_order, make_executor
 from textrnn.sources import RAW_SCHEMA, iter_source
 
 log = logging.getLogger(__name__)
@@ -18,16 +19,23 @@ log = logging.getLogger(__name__)
 def run(out: Path, p: IngestParams) -> dict:
     """Stream the source into `out/part-*.parquet` (one shard per `p.chunk_rows` rows) and `out/stats.json`."""
     rows, shards, labels = 0, 0, set()
-    with atomic_dir(out) as tmp:
-        for batch in _regroup(iter_source(p), p.chunk_rows):
-            write_table(tmp / shard_name(shards), pa.Table.from_batches([batch], RAW_SCHEMA))
-            labels.update(v for v in pc.unique(batch.column("label")).to_pylist() if v)
-            rows += batch.num_rows
+    with atomic_dir(out) as tmp, make_executor("thread", p.workers) as pool:
+        batches = enumerate(_regroup(iter_source(p), p.chunk_rows))
+        writes = (pool.submit(_write_shard, tmp / shard_name(i), batch) for i, batch in batches)
+        for shard_rows, shard_labels in in_order(writes, window=2 * p.workers):
+            labels.update(shard_labels)
+            rows += shard_rows
             shards += 1
         stats = {"rows": rows, "shards": shards, "source": p.source, "labels_seen": sorted(labels)}
         write_json_into(tmp, "stats.json", stats)
     log.info("ingest: %d rows in %d shards from %s", rows, shards, p.source)
     return stats
+
+
+def _write_shard(path: Path, batch: pa.RecordBatch) -> tuple[int, list[str]]:
+    """One raw shard; returns its row count and the labels in it."""
+    write_table(path, pa.Table.from_batches([batch], RAW_SCHEMA))
+    return batch.num_rows, [v for v in pc.unique(batch.column("label")).to_pylist() if v]
 
 
 def _regroup(batches, chunk_rows: int):

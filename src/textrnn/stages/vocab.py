@@ -7,6 +7,7 @@ described by `<split>/meta.json`; all memory-mappable with numpy.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from concurrent.futures import Executor
 from pathlib import Path
@@ -17,9 +18,9 @@ import pyarrow as pa
 from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
 from textrnn.data import write_encoded_split
-from textrnn.io import atomic_dir, iter_batches, read_json, write_json_into
-from textrnn.parallel import make_executor, ordered_map
-from textrnn.text import Normalisation, token_codes
+from textrnn.io import atomic_dir, iter_shard_batches, list_shards, read_json, write_json_into
+from textrnn.parallel import in_order, make_executor
+from textrnn.text import Normalisation, prepare_tokeniser, token_codes
 from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode, select_tokens
 
 log = logging.getLogger(__name__)
@@ -29,35 +30,55 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
     clean = Path(clean)
     labels = read_json(clean / "labels.json")
     normalisation = Normalisation(**read_json(clean / "normalisation.json"))
-    with make_executor("thread", p.workers) as pool:
+    prepare_tokeniser()
+    with make_executor("process", p.workers) as pool:
         return _build(clean, out, p, labels, normalisation, pool)
 
 
 def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: Normalisation,
            pool: Executor) -> dict:
-    counter = TokenCounter()
+    """Count and encode shard by shard in `pool`; results are taken in shard order, so the output is the
+    same for any worker count."""
     window = 2 * p.workers
-    batches = iter_batches(clean / "train", columns=["text"])
-    for tokens in ordered_map(pool, lambda b: token_codes(b.column("text"), use_jieba=p.jieba), batches, window):
-        counter.add(tokens)
+    counter = TokenCounter()
+    train_shards = [str(shard) for shard in list_shards(clean / "train")]
+    for counts in in_order((pool.submit(count_shard, shard, p.jieba) for shard in train_shards), window):
+        counter.add_table(counts)
     tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
     vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
     stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
-    lookup = pa.array(vocab.tokens, pa.string())
     with atomic_dir(out) as tmp:
         write_json_into(tmp, "vocab.json", vocab.to_json())
         write_json_into(tmp, "labels.json", labels)
+        shards = {split: [str(shard) for shard in list_shards(clean / split)] for split in SPLITS}
+        # One stream over every split's shards: the workers never wait at a split's end.
+        encoded = in_order((pool.submit(encode_shard, shard, vocab) for split in SPLITS for shard in shards[split]),
+                           window)
         for split in SPLITS:
-            batches = iter_batches(clean / split, columns=["text", "label_id"])
-            encoded = ordered_map(pool, lambda b: _encode_batch(b, vocab, lookup), batches, window)
-            stats["splits"][split] = write_encoded_split(tmp / split, encoded)
+            stats["splits"][split] = write_encoded_split(tmp / split, itertools.islice(encoded, len(shards[split])))
         write_json_into(tmp, "stats.json", stats)
     log.info("vocab: %d tokens; %s", len(vocab),
              {s: (v["rows"], v["oov_rate"]) for s, v in stats["splits"].items()})
     return stats
 
 
-def _encode_batch(batch: pa.RecordBatch, vocab: Vocabulary, lookup: pa.Array):
-    ids, offsets = encode(batch.column("text"), vocab, lookup)
-    labels = batch.column("label_id").to_numpy().astype(np.int64)
-    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
+def count_shard(shard: str, use_jieba: bool) -> pa.Table:
+    """Token counts of one train shard (runs in a worker)."""
+    counter = TokenCounter()
+    for batch in iter_shard_batches(shard, columns=["text"]):
+        counter.add(token_codes(batch.column("text"), use_jieba=use_jieba))
+    return counter.table()
+
+
+def encode_shard(shard: str, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(ids, offsets, labels, unknown-token count) of one shard (runs in a worker)."""
+    lookup = pa.array(vocab.tokens, pa.string())
+    ids, offsets, labels = [], [np.zeros(1, np.int64)], []
+    for batch in iter_shard_batches(shard, columns=["text", "label_id"]):
+        batch_ids, batch_offsets = encode(batch.column("text"), vocab, lookup)
+        offsets.append(batch_offsets[1:] + offsets[-1][-1])
+        ids.append(batch_ids)
+        labels.append(batch.column("label_id").to_numpy().astype(np.int64))
+    ids_all = np.concatenate([np.zeros(0, np.int32), *ids])
+    return (ids_all, np.concatenate(offsets), np.concatenate([np.zeros(0, np.int64), *labels]),
+            int(np.count_nonzero(ids_all == UNK_ID)))
