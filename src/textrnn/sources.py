@@ -173,20 +173,35 @@ def _check_columns(found: list[str], p: IngestParams, path: str) -> None:
 
 def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[pa.RecordBatch]:
     utf8 = p.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+    def per_row():
+        return lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column, p.chunk_rows)
+
+    def refusal(err: Exception, handed_on: int) -> SourceError | None:
+        if utf8 and _record_longer_than_a_block(err):
+            return None
+        return SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})")
+
     if utf8 and not lenient.is_valid_utf8(fs, path):
-        yield from _iter_lenient(lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column,
-                                                             p.chunk_rows), path, p)
+        yield from _iter_lenient(per_row(), path, p)
         return
+    fast = _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding)
+    yield from _fast_then_per_row(fast, per_row, (pa.ArrowInvalid, UnicodeDecodeError), refusal, path, p)
+
+
+def _fast_then_per_row(fast: Iterator[pa.RecordBatch], per_row, errors: tuple, refusal, path: str,
+                       p: IngestParams) -> Iterator[pa.RecordBatch]:
+    """The fast reader's batches; where it fails with one of `errors` and `refusal(err, rows handed on)`
+    gives no SourceError, the per-row reader carries on after the rows already handed on."""
     handed_on = 0
     try:
-        for batch in _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding):
+        for batch in fast:
             yield batch
             handed_on += batch.num_rows
-    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-        if not (utf8 and _record_longer_than_a_block(err)):
-            raise SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})") from err
-        rows = lenient.iter_delimited_rows(fs, path, delimiter, p.text_column, p.label_column, p.chunk_rows)
-        yield from _iter_lenient(rows, path, p, skip=handed_on)
+    except errors as err:
+        if (refused := refusal(err, handed_on)) is not None:
+            raise refused from err
+        yield from _iter_lenient(per_row(), path, p, skip=handed_on)
 
 
 # Arrow's readers parse blocks of this size, and read at most a few ahead (PacedInput): memory stays
@@ -341,22 +356,21 @@ def _iter_tsv(fs, path, p):
 def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
     """Arrow's JSON reader for well-formed files; the per-row reader when a file holds invalid UTF-8 or
     values Arrow cannot type (objects, mixed types)."""
-    if not lenient.is_valid_utf8(fs, path):
-        yield from _iter_lenient(lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows),
-                                 path, p)
-        return
-    handed_on = 0
-    try:
-        for batch in _iter_jsonl_arrow(fs, path, p):
-            yield batch
-            handed_on += batch.num_rows
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+    def per_row():
+        return lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows)
+
+    def refusal(err: Exception, handed_on: int) -> SourceError | None:
         if handed_on and not _record_longer_than_a_block(err):
             # Arrow types the columns from the first block; a later change of type cannot be undone.
-            raise SourceError(f"{path}: JSON values change type after the first block ({err}); make every "
-                              "text a string and every label a string or number") from err
-        yield from _iter_lenient(lenient.iter_json_rows(fs, path, p.text_column, p.label_column, p.chunk_rows),
-                                 path, p, skip=handed_on)
+            return SourceError(f"{path}: JSON values change type after the first block ({err}); make every "
+                               "text a string and every label a string or number")
+        return None
+
+    if not lenient.is_valid_utf8(fs, path):
+        yield from _iter_lenient(per_row(), path, p)
+        return
+    errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+    yield from _fast_then_per_row(_iter_jsonl_arrow(fs, path, p), per_row, errors, refusal, path, p)
 
 
 def _iter_jsonl_arrow(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
