@@ -117,7 +117,7 @@ def _hash_range(hashes: np.ndarray, labels: np.ndarray, bounds: list[np.uint64],
     return np.array(hashes[lo:hi]), np.array(labels[lo:hi])
 
 
-def save_keys(prefix: Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
+def save_keys(prefix: str | Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
     """One chunk's distinct keys, spilled to disk so the index is built without holding every chunk's."""
     np.save(f"{prefix}.hashes.npy", keys[0])
     np.save(f"{prefix}.labels.npy", keys[1])
@@ -141,7 +141,7 @@ class DedupIndex:
         return cls._merge([lambda c=c: c for c in chunks])
 
     @classmethod
-    def from_files(cls, prefixes: Sequence[Path]) -> DedupIndex:
+    def from_files(cls, prefixes: Sequence[str | Path]) -> DedupIndex:
         """From `save_keys` spills; each is memory-mapped only while one slice of it is copied out."""
         def opener(prefix):
             return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),

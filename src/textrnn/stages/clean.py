@@ -61,9 +61,11 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
     with atomic_dir(out) as tmp_out, atomic_dir(rejects) as tmp_rejects:
         staging = tmp_out / ".staging"
         staging.mkdir()
+        # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
+        staged = [(staging / shard_name(i)).resolve() for i in range(len(shards))]
         with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
-            index = DedupIndex.from_files(_map_shards(pool, shards, staging, rules))
-            stats = _reduce_shards(pool, staging, len(shards), index, p, tmp_out, tmp_rejects)
+            index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules))
+            stats = _reduce_shards(pool, staged, index, p, tmp_out, tmp_rejects)
         for item in sorted(staging.iterdir()):
             item.unlink()
         staging.rmdir()
@@ -76,44 +78,38 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
     return stats
 
 
-def _map_shards(pool: Executor, shards: list[Path], staging: Path, rules: RowRules) -> list[Path]:
+def _map_shards(pool: Executor, shards: list[Path], staged: list[Path], rules: RowRules) -> list[str]:
     """Stage every shard; returns the files of their distinct keys, in shard order."""
-    # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
-    staged = [(staging / shard_name(i)).resolve() for i in range(len(shards))]
     jobs = [pool.submit(stage_shard, str(shard.resolve()), str(out), rules) for shard, out in zip(shards, staged)]
-    for job in jobs:
-        job.result()
-    return [Path(f"{out}.keys") for out in staged]
+    return [job.result() for job in jobs]
 
 
-def stage_shard(shard: str, staged: str, rules: RowRules) -> int:
+def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
     """Map step for one raw shard (runs in a worker): writes the staged rows and, beside them, the
-    shard's distinct (hash, label) keys; returns how many keys."""
+    shard's distinct (hash, label) keys; returns where the keys are."""
+    keys_prefix = f"{staged}.keys"
     table = pq.read_table(shard)
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     if batch is None:
         pq.write_table(_STAGED.empty_table(), staged)
-        save_keys(Path(f"{staged}.keys"), distinct_keys(np.empty(0, np.uint64), np.empty(0, np.int32)))
-        return 0
+        save_keys(keys_prefix, distinct_keys(np.empty(0, np.uint64), np.empty(0, np.int32)))
+        return keys_prefix
     text, label_ids, reason = check_rows(batch, rules)
     hashes = text_hashes(text)
     columns = [batch.column("text"), text, batch.column("label"), pa.array(label_ids, pa.int32()),
                batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
                pa.array(reason, pa.string())]
     pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none")
-    keys = distinct_keys(hashes, label_ids)
-    save_keys(Path(f"{staged}.keys"), keys)
-    return len(keys[0])
+    save_keys(keys_prefix, distinct_keys(hashes, label_ids))
+    return keys_prefix
 
 
-def _reduce_shards(pool: Executor, staging: Path, n_shards: int, index: DedupIndex, p: CleanParams, out: Path,
+def _reduce_shards(pool: Executor, staged: list[Path], index: DedupIndex, p: CleanParams, out: Path,
                    rejects: Path) -> dict:
     """Decide every row in shard order (that is what makes the first copy the one kept), then write each
     shard's kept rows and rejects in the pool."""
     for split in SPLITS:
         (out / split).mkdir()
-    # Absolute paths, as in the map step: a Dask worker has another working directory.
-    staged = [(staging / shard_name(i)).resolve() for i in range(n_shards)]
     writes = (pool.submit(write_shard, str(path), _decide_shard(path, index), i, p, str(out.resolve()),
                           str(rejects.resolve())) for i, path in enumerate(staged))
     kept, rejected, rows_in = Counter(), Counter(), 0
