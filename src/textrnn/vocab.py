@@ -47,6 +47,11 @@ class Vocabulary:
                               "max_len": self.max_len}}
 
     @functools.cached_property
+    def token_array(self) -> pa.StringArray:
+        """The tokens as an Arrow array, to look words up in (index = id)."""
+        return pa.array(self.tokens, pa.string())
+
+    @functools.cached_property
     def point_ids(self) -> np.ndarray:
         """The id of every one-character token by code point (<unk> for those not in the vocabulary)."""
         ids = np.full(WORD_CODE_BASE, UNK_ID, dtype=np.int32)
@@ -123,15 +128,15 @@ def select_tokens(counts: pa.Table, min_freq: int, max_size: int) -> tuple[str, 
     return (PAD, UNK, *chosen)
 
 
-def encode(texts: pa.Array, vocab: Vocabulary, lookup: pa.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode(texts: pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """Normalised texts → (ids int32 flat, offsets int64 with len(texts)+1 entries), each row cut to max_len.
 
     Unknown tokens map to <unk>; a text with no tokens encodes as an empty row.
     """
-    lookup = pa.array(vocab.tokens, pa.string()) if lookup is None else lookup
     tokens = token_codes(texts, use_jieba=vocab.jieba)
     is_point = tokens.codes < WORD_CODE_BASE
-    word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=lookup), UNK_ID).to_numpy(zero_copy_only=False)
+    word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=vocab.token_array), UNK_ID)
+    word_ids = word_ids.to_numpy(zero_copy_only=False)
     ids = np.where(is_point, vocab.point_ids[np.where(is_point, tokens.codes, 0)],
                    word_ids[np.where(is_point, 0, tokens.codes - WORD_CODE_BASE)] if len(word_ids) else UNK_ID)
     offsets = tokens.row_offsets

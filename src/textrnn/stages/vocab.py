@@ -72,10 +72,9 @@ def count_shard(shard: str, use_jieba: bool) -> pa.Table:
 
 def encode_shard(shard: str, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(ids, offsets, labels, unknown-token count) of one shard (runs in a worker)."""
-    lookup = pa.array(vocab.tokens, pa.string())
     ids, offsets, labels = [], [np.zeros(1, np.int64)], []
     for batch in iter_shard_batches(shard, columns=["text", "label_id"]):
-        batch_ids, batch_offsets = encode(batch.column("text"), vocab, lookup)
+        batch_ids, batch_offsets = encode(batch.column("text"), vocab)
         offsets.append(batch_offsets[1:] + offsets[-1][-1])
         ids.append(batch_ids)
         labels.append(batch.column("label_id").to_numpy().astype(np.int64))
