@@ -167,13 +167,6 @@ def list_shards(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet"))
 
 
-def iter_batches(folder: str | Path, columns: list[str] | None = None,
-                 batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Stream every shard of a folder in order, a record batch at a time."""
-    for shard in list_shards(folder):
-        yield from iter_shard_batches(shard, columns, batch_rows)
-
-
 def iter_shard_batches(shard: str | Path, columns: list[str] | None = None,
                        batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream one Parquet shard, a record batch at a time."""
