@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -101,11 +102,16 @@ def _limit_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.Re
 def _make_batch(text: pa.Array, label: pa.Array, source: str, first_row: int,
                 error: pa.Array | None = None) -> pa.RecordBatch:
     n = len(text)
-    rows = pa.array(range(first_row, first_row + n), pa.int64())
+    rows = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
     if error is None:
         error = pa.nulls(n, pa.string())
-    return pa.RecordBatch.from_arrays(
-        [text, label, pa.array([source] * n, pa.string()), rows, error], schema=RAW_SCHEMA)
+    return pa.RecordBatch.from_arrays([text, label, repeated(source, n), rows, error], schema=RAW_SCHEMA)
+
+
+def repeated(value: str, n: int) -> pa.StringArray:
+    """`value` n times, built in Arrow: a Python list of n references costs ~0.4 s per million rows."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string())).cast(
+        pa.string())
 
 
 def decode_utf8(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -142,7 +148,7 @@ def _iter_lines(handle, source: str, label: str, chunk_rows: int) -> Iterator[pa
     while lines := list(itertools.islice(handle, chunk_rows)):
         raw = pa.array([line.rstrip(b"\r\n") for line in lines], pa.binary())
         text, error = decode_utf8(raw)
-        yield _make_batch(text, pa.array([label] * len(lines), pa.string()), source, first, error)
+        yield _make_batch(text, repeated(label, len(lines)), source, first, error)
         first += len(lines)
 
 
@@ -276,7 +282,7 @@ def _bad_rows_batch(bad_rows: list[str], path: str, first: int) -> pa.RecordBatc
     """
     n = len(bad_rows)
     return _make_batch(pa.array(bad_rows, pa.string()), pa.nulls(n, pa.string()), path, first,
-                       pa.array(["bad_field_count"] * n, pa.string()))
+                       repeated("bad_field_count", n))
 
 
 class PacedInput:
@@ -414,8 +420,8 @@ def _iter_folder(fs, root: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
             text, error = decode_utf8(raw)
             n = len(chunk)
             yield pa.RecordBatch.from_arrays(
-                [text, pa.array([label] * n, pa.string()), pa.array(chunk, pa.string()),
-                 pa.array([1] * n, pa.int64()), error], schema=RAW_SCHEMA)
+                [text, repeated(label, n), pa.array(chunk, pa.string()),
+                 pa.array(np.ones(n, np.int64)), error], schema=RAW_SCHEMA)
 
 
 _READERS = {"csv": _iter_csv, "tsv": _iter_tsv, "jsonl": _iter_jsonl, "parquet": _iter_parquet,
