@@ -220,12 +220,30 @@ class _Layout:
         return cls(texts.cast(pa.string()))
 
     def token_strings(self, keep: np.ndarray, starts: np.ndarray) -> pa.StringArray:
-        """The strings of the tokens made of the code points in `keep`, each starting where `starts` is set."""
+        """The strings of the tokens made of the code points in `keep`, each starting where `starts` is set.
+
+        Few kept code points (token_codes keeps the words alone) are gathered token by token as byte
+        ranges, twice as fast as masking the whole buffer; most of them (tokenise), by that byte mask."""
+        if np.count_nonzero(keep) * 4 < len(keep):
+            return self._strings_by_range(keep, starts)
         kept = np.repeat(keep, self.widths)
         token_bytes = self.data[kept]
         offsets = np.flatnonzero((np.repeat(starts, self.widths) & self.lead)[kept])
         offsets = np.append(offsets, len(token_bytes)).astype(np.int32)
         return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(token_bytes))
+
+    def _strings_by_range(self, keep: np.ndarray, starts: np.ndarray) -> pa.StringArray:
+        first = np.flatnonzero(starts & keep)
+        continues_next = np.zeros_like(keep)
+        continues_next[:-1] = keep[1:] & ~starts[1:]
+        last = np.flatnonzero(keep & ~continues_next)
+        byte_at = np.append(np.flatnonzero(self.lead), len(self.data))  # byte offset of each code point
+        begin, end = byte_at[first], byte_at[last + 1]
+        offsets = np.zeros(len(first) + 1, dtype=np.int64)
+        np.cumsum(end - begin, out=offsets[1:])
+        gather = np.arange(offsets[-1]) + np.repeat(begin - offsets[:-1], end - begin)
+        return pa.StringArray.from_buffers(len(first), pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(self.data[gather]))
 
 
 def _utf8_bytes(texts: pa.StringArray) -> np.ndarray:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from textrnn.cleaning import (
+    _HASH_KEY,
     MIXED,
     REASONS,
     DedupIndex,
@@ -106,6 +110,16 @@ def test_text_hashes_are_deterministic_and_differ_between_texts():
     assert first[0] == first[2]
     assert first[0] != first[1] and first[0] != first[3]
     assert first[4] == first[5]  # null hashes like the empty string
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",)))),
+                      max_size=8))
+def test_text_hashes_equal_pandas_hashes_of_the_python_strings(texts):
+    # The hashes decide the splits: hashing the UTF-8 bytes must give what hashing the strings gave.
+    strings = np.array(["" if t is None else t for t in texts], dtype=object)
+    np.testing.assert_array_equal(text_hashes(pa.array(texts, pa.string())),
+                                  pd.util.hash_array(strings, hash_key=_HASH_KEY, categorize=False).astype(np.uint64))
 
 
 def test_text_hash_of_a_text_does_not_depend_on_its_neighbours():
