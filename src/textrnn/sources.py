@@ -231,12 +231,16 @@ def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encodi
     read = pcsv.ReadOptions(block_size=_BLOCK, encoding=encoding)
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
     with fs.open(path, "rb") as handle:
+        paced = PacedInput(handle, _BLOCK)
         try:
-            header = pcsv.open_csv(PacedInput(handle, _BLOCK), read_options=read, parse_options=parse).schema.names
+            header_reader = pcsv.open_csv(paced, read_options=read, parse_options=parse)
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return
             raise
+        finally:
+            paced.release()  # before the reader is dropped, or its read-ahead waits out the stall (1 s a file)
+        header = header_reader.schema.names
     bad_rows.clear()  # rows seen while only the header was wanted are read again below
     _check_columns(header, p, path)
     convert = pcsv.ConvertOptions(include_columns=[p.text_column, p.label_column],
@@ -313,14 +317,24 @@ class PacedInput:
 
     def batches(self, reader) -> Iterator[pa.RecordBatch]:
         """The reader's batches, one more block allowed for each."""
-        while True:
-            self._consumer_waits(True)
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            self._consumer_waits(False)
-            yield batch
+        try:
+            while True:
+                self._consumer_waits(True)
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                self._consumer_waits(False)
+                yield batch
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """No more pacing: the consumer is done. A reader torn down while its read-ahead waits here would
+        otherwise wait out the stall."""
+        with self._turn:
+            self._allowed = float("inf")
+            self._turn.notify_all()
 
     def _consumer_waits(self, waiting: bool) -> None:
         with self._turn:

