@@ -138,21 +138,27 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
 
 
 def _codes_of_token_lists(token_lists: pa.ListArray) -> TokenCodes:
-    """Codes of an already split list array, every token as a word; empty tokens are dropped."""
-    flat = pc.list_flatten(token_lists)
-    lengths = np.diff(token_lists.offsets.to_numpy().astype(np.int64))
-    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    row_offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(np.bincount(rows[real], minlength=len(lengths)), out=row_offsets[1:])
-    words = pc.dictionary_encode(flat.filter(pa.array(real)))
+    """Codes of an already split list array (no empty tokens), every token as a word."""
+    words = pc.dictionary_encode(pc.list_flatten(token_lists))
     codes = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return TokenCodes(codes=codes, row_offsets=row_offsets, words=words.dictionary)
+    row_offsets = token_lists.offsets.to_numpy().astype(np.int64)
+    return TokenCodes(codes=codes, row_offsets=row_offsets - row_offsets[0], words=words.dictionary)
 
 
 def _jieba_tokens(texts: pa.Array) -> pa.ListArray:
     spaced = pc.replace_substring_regex(_jieba_segment(texts), _SPLIT_SYMBOLS, r" \1 ")
-    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
+    return _without_empty_tokens(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced)))
+
+
+def _without_empty_tokens(token_lists: pa.ListArray) -> pa.ListArray:
+    """pyarrow's whitespace split leaves one empty token for an empty (or all-space) text."""
+    flat = pc.list_flatten(token_lists)
+    lengths = np.diff(token_lists.offsets.to_numpy().astype(np.int64))
+    real = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(np.bincount(rows[real], minlength=len(lengths)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)), mask=pc.is_null(token_lists))
 
 
 def prepare_tokeniser() -> None:

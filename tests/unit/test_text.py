@@ -136,9 +136,14 @@ def test_empty_text_has_no_real_tokens():
 
 
 def test_jieba_keeps_chinese_words_whole():
-    out = [t for t in tokenise(pa.array(["我喜欢这个手机!"]), use_jieba=True)[0].as_py() if t]
+    out = tokenise(pa.array(["我喜欢这个手机!"]), use_jieba=True)[0].as_py()
     assert "".join(out) == "我喜欢这个手机!"
     assert "手机" in out and out[-1] == "!"
+
+
+def test_jieba_tokens_are_never_empty_and_null_stays_null():
+    out = tokenise(pa.array(["", " 北京 ", None, "  ", "好!"]), use_jieba=True).to_pylist()
+    assert out == [[], ["北京"], None, [], ["好", "!"]]
 
 
 arbitrary_texts = st.lists(st.one_of(st.none(), st.text(max_size=80)), max_size=6)
