@@ -37,12 +37,20 @@ def export_onnx(model: RNNClassifier, path: Path, opset: int, exporter: str) -> 
                                         input_names=["ids", "lengths"], output_names=["logits"],
                                         dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
                                         verbose=False)
+            _drop_source_locations(program.model)
             program.save(str(path))
         else:
             torch.onnx.export(model, example, str(path), dynamo=False, opset_version=opset,
                               input_names=["ids", "lengths"], output_names=["logits"],
                               dynamic_axes={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"},
                                             "logits": {0: "batch"}})
+
+
+def _drop_source_locations(model) -> None:
+    """The dynamo exporter records each node's Python stack trace, absolute file paths included, so the
+    same model exported from two checkouts gave different bytes. Without them the export is reproducible."""
+    for node in model.graph.all_nodes():
+        node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
 
 
 def check_parity(model: RNNClassifier, onnx_path: Path, split: EncodedSplit, batch_size: int, atol: float,

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import textrnn
 from textrnn.config import ExportParams
 from textrnn.data import EncodedSplit, write_encoded_split
 from textrnn.model import ModelConfig, RNNClassifier
@@ -181,6 +182,8 @@ def test_dynamo_export_passes_parity(built, tmp_path):
     assert json.loads((out / "config.json").read_text())["exporter"] == "dynamo"
     vocab_size = load_payload(built.paths.checkpoint)["config"]["vocab_size"]
     assert_onnx_padding_invariant(out / "model.onnx", vocab_size)
+    # Reproducible across checkouts: no source location (absolute path) is recorded in the model.
+    assert str(Path(textrnn.__file__).parent).encode() not in (out / "model.onnx").read_bytes()
 
 
 def test_export_refuses_a_checkpoint_of_another_vocabulary(built, vocab_copy, tmp_path):
