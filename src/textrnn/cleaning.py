@@ -103,13 +103,21 @@ def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray) -> tuple[np.ndarray
 
 def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct hashes and one label each (MIXED where they disagree, or any one was MIXED)."""
+    distinct, labels, _ = _collapse_with_chunks(hashes, labels, np.zeros(len(hashes), np.uint8))
+    return distinct, labels
+
+
+def _collapse_with_chunks(hashes: np.ndarray, labels: np.ndarray,
+                          chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_collapse`, and per distinct hash the first chunk it occurs in."""
     if len(hashes) == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.int32)
+        return np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, chunks.dtype)
     order = np.lexsort((labels, hashes))
-    hashes, labels = hashes[order], labels[order]
+    hashes, labels, chunks = hashes[order], labels[order], chunks[order]
     starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
     first, last = labels[starts], labels[np.append(starts[1:], len(hashes)) - 1]
-    return hashes[starts], np.where((first != last) | (first == MIXED), MIXED, first).astype(np.int32)
+    merged = np.where((first != last) | (first == MIXED), MIXED, first).astype(np.int32)
+    return hashes[starts], merged, np.minimum.reduceat(chunks, starts)
 
 
 def _hash_range(hashes: np.ndarray, labels: np.ndarray, bounds: list[np.uint64],
@@ -126,26 +134,31 @@ def save_keys(prefix: str | Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
     np.save(f"{prefix}.labels.npy", keys[1])
 
 
-class DedupIndex:
-    """Every distinct text hash once, sorted, with a flag for texts seen under two or more labels.
+_INDEX_ARRAYS = ("hashes", "conflict", "first_chunk")
 
-    Memory is 10 bytes per distinct text (hash, conflict flag, claimed flag), whatever the corpus size:
-    the chunks' keys are merged one slice of the hash range at a time. `decide` claims a text as
-    written, so later copies in any chunk are duplicates.
+
+class DedupIndex:
+    """Every distinct text hash once, sorted, with a flag for texts seen under two or more labels and the
+    first chunk that holds the text.
+
+    Memory is 11 bytes per distinct text (hash, conflict flag, first chunk), whatever the corpus size:
+    the chunks' keys are merged one slice of the hash range at a time. Knowing each text's first chunk,
+    every chunk is decided on its own (in parallel, in any order): a text is kept in its first chunk, at
+    its first row there.
     """
 
-    def __init__(self, hashes: np.ndarray, conflict: np.ndarray):
-        self.hashes, self.conflict = hashes, conflict
-        self.claimed = np.zeros(len(hashes), dtype=bool)
+    def __init__(self, hashes: np.ndarray, conflict: np.ndarray, first_chunk: np.ndarray):
+        self.hashes, self.conflict, self.first_chunk = hashes, conflict, first_chunk
 
     @classmethod
     def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]]) -> DedupIndex:
-        """From in-memory `distinct_keys` results."""
+        """From in-memory `distinct_keys` results, in chunk order."""
         return cls._merge([lambda c=c: c for c in chunks])
 
     @classmethod
     def from_files(cls, prefixes: Sequence[str | Path]) -> DedupIndex:
-        """From `save_keys` spills; each is memory-mapped only while one slice of it is copied out."""
+        """From `save_keys` spills, in chunk order; each is memory-mapped only while one slice of it is
+        copied out."""
         def opener(prefix):
             return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),
                             np.load(f"{prefix}.labels.npy", mmap_mode="r"))
@@ -156,35 +169,49 @@ class DedupIndex:
         capacity = sum(len(open_()[0]) for open_ in openers)
         partitions = int(np.clip(capacity // keys_per_partition, 1, 256))
         bounds = [np.uint64((i << 64) // partitions) for i in range(1, partitions)]
+        chunk_type = np.min_scalar_type(max(len(openers) - 1, 0))
         hashes, conflict = np.empty(capacity, np.uint64), np.empty(capacity, bool)
+        first_chunk = np.empty(capacity, chunk_type)
         filled = 0
         for part in range(partitions):
             slices = [_hash_range(*open_(), bounds, part) for open_ in openers]
-            part_hashes, labels = _collapse(np.concatenate([np.empty(0, np.uint64), *(h for h, _ in slices)]),
-                                            np.concatenate([np.empty(0, np.int32), *(lab for _, lab in slices)]))
-            hashes[filled: filled + len(part_hashes)] = part_hashes
-            conflict[filled: filled + len(part_hashes)] = labels == MIXED
-            filled += len(part_hashes)
+            part_hashes, labels, part_first = _collapse_with_chunks(
+                np.concatenate([np.empty(0, np.uint64), *(h for h, _ in slices)]),
+                np.concatenate([np.empty(0, np.int32), *(lab for _, lab in slices)]),
+                np.concatenate([np.empty(0, chunk_type), *(np.full(len(h), i, chunk_type)
+                                                           for i, (h, _) in enumerate(slices))]))
+            end = filled + len(part_hashes)
+            hashes[filled:end], conflict[filled:end], first_chunk[filled:end] = part_hashes, labels == MIXED, part_first
+            filled = end
         if filled < capacity * 3 // 4:  # many repeats across chunks: give the unused room back
-            return cls(hashes[:filled].copy(), conflict[:filled].copy())
-        return cls(hashes[:filled], conflict[:filled])
+            return cls(hashes[:filled].copy(), conflict[:filled].copy(), first_chunk[:filled].copy())
+        return cls(hashes[:filled], conflict[:filled], first_chunk[:filled])
+
+    def save(self, prefix: str | Path) -> None:
+        for name in _INDEX_ARRAYS:
+            np.save(f"{prefix}.{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, prefix: str | Path) -> DedupIndex:
+        """A saved index, memory-mapped: workers share its pages instead of each receiving a copy."""
+        return cls(*(np.load(f"{prefix}.{name}.npy", mmap_mode="r") for name in _INDEX_ARRAYS))
 
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def decide(self, hashes: np.ndarray, usable: np.ndarray) -> np.ndarray:
-        """Reason per usable row: None (keep: first copy), 'duplicate' or 'label_conflict'."""
+    def decide(self, chunk: int, hashes: np.ndarray, usable: np.ndarray) -> np.ndarray:
+        """Reason per usable row of chunk number `chunk`: None (keep: the first copy), 'duplicate' or
+        'label_conflict'."""
         reason = np.full(len(hashes), None, dtype=object)
         rows = np.flatnonzero(usable)
         slots = np.searchsorted(self.hashes, hashes[rows])
-        conflict = self.conflict[slots]
+        conflict = np.asarray(self.conflict[slots])
         reason[rows[conflict]] = "label_conflict"
         rows, slots = rows[~conflict], slots[~conflict]
-        # The first row of each not-yet-claimed hash in this chunk is kept; every other row is a duplicate.
+        # Kept: the first row of each text in this chunk, if no earlier chunk holds the text.
         _, first = np.unique(slots, return_index=True)
         is_first = np.zeros(len(rows), dtype=bool)
         is_first[first] = True
-        keep = is_first & ~self.claimed[slots]
+        keep = is_first & (self.first_chunk[slots] == chunk)
         reason[rows[~keep]] = "duplicate"
-        self.claimed[slots[keep]] = True
         return reason

@@ -190,22 +190,36 @@ def test_dedup_keeps_the_first_copy_across_chunks():
     h2, l2, k2 = keys_of(["b", "c", "a"], [0, 0, 1])
     index = DedupIndex.from_chunks([k1, k2])
     assert len(index) == 3
-    assert index.decide(h1, l1 >= 0).tolist() == [None, None, "duplicate"]
-    assert index.decide(h2, l2 >= 0).tolist() == ["duplicate", None, "duplicate"]
+    assert index.decide(0, h1, l1 >= 0).tolist() == [None, None, "duplicate"]
+    assert index.decide(1, h2, l2 >= 0).tolist() == ["duplicate", None, "duplicate"]
+
+
+def test_dedup_decisions_do_not_depend_on_the_order_chunks_are_decided_in(tmp_path):
+    # Chunks are decided in parallel: the last chunk first, or from a saved and memory-mapped index,
+    # each text is still kept once, in the first chunk that holds it.
+    chunks = [keys_of(texts, [1] * len(texts)) for texts in (["a", "b"], ["b", "c", "c"], ["c", "a", "d"])]
+    index = DedupIndex.from_chunks([keys for _, _, keys in chunks])
+    index.save(tmp_path / "index")
+    mapped = DedupIndex.load(tmp_path / "index")
+    expected = [[None, None], ["duplicate", None, "duplicate"], ["duplicate", "duplicate", None]]
+    for i in reversed(range(3)):
+        hashes, labels, _ = chunks[i]
+        assert index.decide(i, hashes, labels >= 0).tolist() == expected[i]
+        assert mapped.decide(i, hashes, labels >= 0).tolist() == expected[i]
 
 
 def test_dedup_of_a_text_under_two_labels_keeps_neither_copy():
     h1, l1, k1 = keys_of(["same text", "other"], [1, 0])
     h2, l2, k2 = keys_of(["same text"], [0])
     index = DedupIndex.from_chunks([k1, k2])
-    assert index.decide(h1, l1 >= 0).tolist() == ["label_conflict", None]
-    assert index.decide(h2, l2 >= 0).tolist() == ["label_conflict"]
+    assert index.decide(0, h1, l1 >= 0).tolist() == ["label_conflict", None]
+    assert index.decide(1, h2, l2 >= 0).tolist() == ["label_conflict"]
 
 
 def test_dedup_leaves_unusable_rows_alone():
     hashes, labels, keys = keys_of(["a", "a"], [-1, 1])
     index = DedupIndex.from_chunks([keys])
-    assert index.decide(hashes, labels >= 0).tolist() == [None, None]
+    assert index.decide(0, hashes, labels >= 0).tolist() == [None, None]
 
 
 def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_one(tmp_path):
@@ -226,6 +240,12 @@ def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_
     for other in (partitioned, spilled):
         np.testing.assert_array_equal(other.hashes, whole.hashes)
         np.testing.assert_array_equal(other.conflict, whole.conflict)
+        np.testing.assert_array_equal(other.first_chunk, whole.first_chunk)
+    first_seen = {}
+    for i, (hashes, _) in enumerate(chunks):
+        for h in hashes.tolist():
+            first_seen.setdefault(h, i)
+    assert whole.first_chunk.tolist() == [first_seen[h] for h in whole.hashes.tolist()]
 
 
 def test_dedup_index_of_no_chunks_is_empty():

@@ -3,8 +3,9 @@
 Two streaming passes over the raw shards, each bounded by one shard's size:
 1. map (in parallel through an Executor): normalise and check each shard, write it to a staging folder and
    return its distinct (text hash, label) pairs;
-2. reduce (in shard order, so the output is the same for any executor): decide duplicates and label
-   conflicts against the global index, write kept rows per split and everything else to the rejects.
+2. reduce (in parallel too): decide duplicates and label conflicts against the global index, which knows
+   the first shard of every text, and write kept rows per split and everything else to the rejects. The
+   decisions do not depend on the order shards are decided in, so the output is the same for any executor.
 """
 
 from __future__ import annotations
@@ -63,13 +64,17 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         staging.mkdir()
         # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
         staged = [(staging / shard_name(i)).resolve() for i in range(len(shards))]
+        index_prefix = (staging / "index").resolve()
         with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
             index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules))
-            stats = _reduce_shards(pool, staged, index, p, tmp_out, tmp_rejects)
+            index.save(index_prefix)
+            distinct = len(index)
+            del index  # the workers map the saved copy
+            stats = _reduce_shards(pool, staged, str(index_prefix), p, tmp_out, tmp_rejects)
         for item in sorted(staging.iterdir()):
             item.unlink()
         staging.rmdir()
-        stats.update(labels=list(labels), distinct_texts=len(index))
+        stats.update(labels=list(labels), distinct_texts=distinct)
         write_json_into(tmp_out, "labels.json", list(labels))
         write_json_into(tmp_out, "normalisation.json", asdict(rules.normalisation))
         write_json_into(tmp_out, "stats.json", stats)
@@ -104,14 +109,14 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
     return keys_prefix
 
 
-def _reduce_shards(pool: Executor, staged: list[Path], index: DedupIndex, p: CleanParams, out: Path,
+def _reduce_shards(pool: Executor, staged: list[Path], index_prefix: str, p: CleanParams, out: Path,
                    rejects: Path) -> dict:
-    """Decide every row in shard order (that is what makes the first copy the one kept), then write each
-    shard's kept rows and rejects in the pool."""
+    """Decide and write every shard in the pool; the index says which shard holds each text first, so the
+    shards need no order among themselves, and results are taken in shard order."""
     for split in SPLITS:
         (out / split).mkdir()
-    writes = (pool.submit(write_shard, str(path), _decide_shard(path, index), i, p, str(out.resolve()),
-                          str(rejects.resolve())) for i, path in enumerate(staged))
+    writes = (pool.submit(write_shard, str(path), i, index_prefix, p, str(out.resolve()), str(rejects.resolve()))
+              for i, path in enumerate(staged))
     kept, rejected, rows_in = Counter(), Counter(), 0
     for shard_kept, shard_rejected, shard_rows in in_order(writes, window=2 * p.workers):
         kept.update(shard_kept)
@@ -120,21 +125,20 @@ def _reduce_shards(pool: Executor, staged: list[Path], index: DedupIndex, p: Cle
     return _stats(rows_in, kept, rejected)
 
 
-def _decide_shard(staged: Path, index: DedupIndex) -> np.ndarray:
-    """The final reason of every row of a staged shard (None = kept), claiming the texts it keeps."""
-    columns = pq.read_table(staged, columns=["hash", "reason"])
-    hashes = columns.column("hash").to_numpy()
-    reason = columns.column("reason").to_numpy(zero_copy_only=False).astype(object)
+def _final_reasons(staged_table: pa.Table, shard: int, index: DedupIndex) -> np.ndarray:
+    """The final reason of every row of a staged shard (None = kept): its own, else the index's."""
+    reason = staged_table.column("reason").to_numpy(zero_copy_only=False).astype(object)
     usable = np.equal(reason, None)
-    reason[usable] = index.decide(hashes, usable)[usable]
+    reason[usable] = index.decide(shard, staged_table.column("hash").to_numpy(), usable)[usable]
     return reason
 
 
-def write_shard(staged: str, reason: np.ndarray, shard: int, p: CleanParams, out: str,
+def write_shard(staged: str, shard: int, index_prefix: str, p: CleanParams, out: str,
                 rejects: str) -> tuple[Counter, Counter, int]:
-    """Write one decided shard's kept rows per split and its rejects; returns (kept per split, rejected
-    per reason/split, rows)."""
+    """Decide one staged shard and write its kept rows per split and its rejects (runs in a worker);
+    returns (kept per split, rejected per reason/split, rows)."""
     staged_table = pq.read_table(staged)
+    reason = _final_reasons(staged_table, shard, DedupIndex.load(index_prefix))
     split = assign_split(staged_table.column("hash").to_numpy(), p.split_seed, p.val_fraction, p.test_fraction)
     split_names = np.array(SPLITS, dtype=object)[split]
     keep = np.equal(reason, None)
