@@ -143,7 +143,7 @@ def main() -> None:
         size_mb, ref_mb = small.stat().st_size / 1e6, ref_csv.stat().st_size / 1e6
         one = best_of(args.repeat, "project", small, root / "w1", 1)
         two = best_of(args.repeat, "project", small, root / "w2", 2)
-        ref = best_of(args.repeat, "reference", ref_csv, root)
+        ref = best_of(args.repeat, "reference", ref_csv, root / "ref")  # (the reference writes nothing)
         generate_corpus(big, args.mb * args.scale, seed=1)
         big_mb = big.stat().st_size / 1e6
         scaled = measure_in_subprocess("project", big, root / "wbig", 1)

@@ -125,11 +125,11 @@ def _reduce_shards(pool: Executor, staged: list[Path], index_prefix: str, p: Cle
     return _stats(rows_in, kept, rejected)
 
 
-def _final_reasons(staged_table: pa.Table, shard: int, index: DedupIndex) -> np.ndarray:
+def _final_reasons(staged_table: pa.Table, hashes: np.ndarray, shard: int, index: DedupIndex) -> np.ndarray:
     """The final reason of every row of a staged shard (None = kept): its own, else the index's."""
     reason = staged_table.column("reason").to_numpy(zero_copy_only=False).astype(object)
     usable = np.equal(reason, None)
-    reason[usable] = index.decide(shard, staged_table.column("hash").to_numpy(), usable)[usable]
+    reason[usable] = index.decide(shard, hashes, usable)[usable]
     return reason
 
 
@@ -138,8 +138,9 @@ def write_shard(staged: str, shard: int, index_prefix: str, p: CleanParams, out:
     """Decide one staged shard and write its kept rows per split and its rejects (runs in a worker);
     returns (kept per split, rejected per reason/split, rows)."""
     staged_table = pq.read_table(staged)
-    reason = _final_reasons(staged_table, shard, DedupIndex.load(index_prefix))
-    split = assign_split(staged_table.column("hash").to_numpy(), p.split_seed, p.val_fraction, p.test_fraction)
+    hashes = staged_table.column("hash").to_numpy()
+    reason = _final_reasons(staged_table, hashes, shard, DedupIndex.load(index_prefix))
+    split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)
     split_names = np.array(SPLITS, dtype=object)[split]
     keep = np.equal(reason, None)
     kept, rejected = Counter(), Counter()
