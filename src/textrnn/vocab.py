@@ -133,21 +133,23 @@ def encode(texts: pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
 
     Unknown tokens map to <unk>; a text with no tokens encodes as an empty row.
     """
-    tokens = token_codes(texts, use_jieba=vocab.jieba)
-    is_point = tokens.codes < WORD_CODE_BASE
+    return encode_tokens(token_codes(texts, use_jieba=vocab.jieba), vocab)
+
+
+def encode_tokens(tokens: TokenCodes, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of texts already tokenised."""
     word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=vocab.token_array), UNK_ID)
-    word_ids = word_ids.to_numpy(zero_copy_only=False)
-    ids = np.where(is_point, vocab.point_ids[np.where(is_point, tokens.codes, 0)],
-                   word_ids[np.where(is_point, 0, tokens.codes - WORD_CODE_BASE)] if len(word_ids) else UNK_ID)
-    offsets = tokens.row_offsets
+    # Codes index the one-character tokens by code point, then the batch's words: one lookup table.
+    ids = np.concatenate([vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32)])[tokens.codes]
+    offsets = tokens.row_offsets.astype(np.int64)
     lengths = np.diff(offsets)
-    kept_lengths = np.minimum(lengths, vocab.max_len)
+    if lengths.max(initial=0) <= vocab.max_len:
+        return ids, offsets
     # Position of every token inside its row; keep the first max_len of each row.
     position = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
-    kept = ids[position < vocab.max_len].astype(np.int32)
     new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(kept_lengths, out=new_offsets[1:])
-    return kept, new_offsets
+    np.cumsum(np.minimum(lengths, vocab.max_len), out=new_offsets[1:])
+    return ids[position < vocab.max_len], new_offsets
 
 
 def encode_raw(texts: list[str] | pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textrnn.text import WORD_CODE_BASE, Normalisation, token_codes, tokenise
+from textrnn.text import (
+    WORD_CODE_BASE,
+    Normalisation,
+    TokenCodes,
+    concat_token_codes,
+    load_token_codes,
+    save_token_codes,
+    token_codes,
+    tokenise,
+)
 from textrnn.vocab import (
     PAD,
     PAD_ID,
@@ -20,6 +29,7 @@ from textrnn.vocab import (
     Vocabulary,
     encode,
     encode_raw,
+    encode_tokens,
     select_tokens,
 )
 
@@ -55,6 +65,30 @@ def test_token_codes_are_the_tokens_of_tokenise(texts):
     decoded = [chr(c) if c < WORD_CODE_BASE else words[c - WORD_CODE_BASE] for c in codes.codes.tolist()]
     rows = [decoded[codes.row_offsets[i]:codes.row_offsets[i + 1]] for i in range(len(texts))]
     assert rows == [row or [] for row in tokenise(array).to_pylist()]
+
+
+def decoded_rows(codes: TokenCodes) -> list[list[str]]:
+    words = codes.words.to_pylist()
+    decoded = [chr(c) if c < WORD_CODE_BASE else words[c - WORD_CODE_BASE] for c in codes.codes.tolist()]
+    return [decoded[codes.row_offsets[i]:codes.row_offsets[i + 1]] for i in range(len(codes.row_offsets) - 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(st.lists(st.one_of(st.none(), st.text(alphabet="ab 好!é1", max_size=10)), max_size=5),
+                        max_size=4),
+       use_jieba=st.booleans())
+def test_concatenated_batch_codes_saved_and_loaded_are_the_tokens_of_all_rows(tmp_path_factory, batches, use_jieba):
+    """What vocab's count step saves per shard (its batches' codes, concatenated) is what encoding reads."""
+    parts = [token_codes(pa.array(batch, pa.string()), use_jieba=use_jieba) for batch in batches]
+    folder = tmp_path_factory.mktemp("tokens") / "shard"
+    save_token_codes(folder, concat_token_codes(parts))
+    loaded = load_token_codes(folder)
+    every_row = [text for batch in batches for text in batch]
+    assert decoded_rows(loaded) == decoded_rows(token_codes(pa.array(every_row, pa.string()), use_jieba=use_jieba))
+    vocab = Vocabulary(tokens=(PAD, UNK, "ab", "好", "é"), normalisation=Normalisation(), jieba=use_jieba, max_len=3)
+    for got, expected in zip(encode_tokens(loaded, vocab), encode(pa.array(every_row, pa.string()), vocab),
+                             strict=True):
+        assert got.tolist() == expected.tolist()
 
 
 def test_empty_token_counter_gives_an_empty_table():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -20,8 +21,16 @@ from textrnn.config import VocabParams
 from textrnn.data import write_encoded_split
 from textrnn.io import atomic_dir, iter_shard_batches, list_shards, read_json, write_json_into
 from textrnn.parallel import in_order, make_executor
-from textrnn.text import Normalisation, prepare_tokeniser, token_codes
-from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode, select_tokens
+from textrnn.text import (
+    Normalisation,
+    TokenCodes,
+    concat_token_codes,
+    load_token_codes,
+    prepare_tokeniser,
+    save_token_codes,
+    token_codes,
+)
+from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode_tokens, select_tokens
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +47,56 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
 def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: Normalisation,
            pool: Executor) -> dict:
     """Count and encode shard by shard in `pool`; results are taken in shard order, so the output is the
-    same for any worker count."""
+    same for any worker count. The train shards are tokenised once: counting leaves their tokens in a
+    scratch folder for encoding."""
     window = 2 * p.workers
-    counter = TokenCounter()
-    train_shards = [str(shard) for shard in list_shards(clean / "train")]
-    for counts in in_order((pool.submit(count_shard, shard, p.jieba) for shard in train_shards), window):
-        counter.add_table(counts)
-    tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
-    vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
-    stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
     with atomic_dir(out) as tmp:
+        scratch = (tmp / ".tokens").resolve()
+        scratch.mkdir()
+        shards = {split: [str(shard) for shard in list_shards(clean / split)] for split in SPLITS}
+        tokenised = {shard: str(scratch / f"train-{i:05d}") for i, shard in enumerate(shards["train"])}
+        counter = TokenCounter()
+        counting = (pool.submit(count_shard, shard, p.jieba, tokenised[shard]) for shard in shards["train"])
+        for counts in in_order(counting, window):
+            counter.add_table(counts)
+        tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
+        vocab = Vocabulary(tokens=tokens, normalisation=normalisation, jieba=p.jieba, max_len=p.max_len)
+        stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
         write_json_into(tmp, "vocab.json", vocab.to_json())
         write_json_into(tmp, "labels.json", labels)
-        shards = {split: [str(shard) for shard in list_shards(clean / split)] for split in SPLITS}
         # One stream over every split's shards: the workers never wait at a split's end.
-        encoded = in_order((pool.submit(encode_shard, shard, vocab) for split in SPLITS for shard in shards[split]),
-                           window)
+        encoded = in_order((pool.submit(encode_shard, shard, vocab, tokenised.get(shard))
+                            for split in SPLITS for shard in shards[split]), window)
         for split in SPLITS:
             stats["splits"][split] = write_encoded_split(tmp / split, itertools.islice(encoded, len(shards[split])))
         write_json_into(tmp, "stats.json", stats)
+        shutil.rmtree(scratch)
     log.info("vocab: %d tokens; %s", len(vocab),
              {s: (v["rows"], v["oov_rate"]) for s, v in stats["splits"].items()})
     return stats
 
 
-def count_shard(shard: str, use_jieba: bool) -> pa.Table:
-    """Token counts of one train shard (runs in a worker)."""
+def count_shard(shard: str, use_jieba: bool, tokenised: str) -> pa.Table:
+    """Token counts of one train shard (runs in a worker); its tokens are saved to `tokenised`."""
+    tokens = shard_tokens(shard, use_jieba)
+    save_token_codes(Path(tokenised), tokens)
     counter = TokenCounter()
-    for batch in iter_shard_batches(shard, columns=["text"]):
-        counter.add(token_codes(batch.column("text"), use_jieba=use_jieba))
+    counter.add(tokens)
     return counter.table()
 
 
-def encode_shard(shard: str, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(ids, offsets, labels, unknown-token count) of one shard (runs in a worker)."""
-    ids, offsets, labels = [], [np.zeros(1, np.int64)], []
-    for batch in iter_shard_batches(shard, columns=["text", "label_id"]):
-        batch_ids, batch_offsets = encode(batch.column("text"), vocab)
-        offsets.append(batch_offsets[1:] + offsets[-1][-1])
-        ids.append(batch_ids)
-        labels.append(batch.column("label_id").to_numpy().astype(np.int64))
-    ids_all = np.concatenate([np.zeros(0, np.int32), *ids])
-    return (ids_all, np.concatenate(offsets), np.concatenate([np.zeros(0, np.int64), *labels]),
-            int(np.count_nonzero(ids_all == UNK_ID)))
+def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
+    """The tokens of a whole shard, tokenised at once (a shard is `ingest.chunk_rows` rows at most)."""
+    return concat_token_codes([token_codes(batch.column("text"), use_jieba=use_jieba)
+                               for batch in iter_shard_batches(shard, columns=["text"], batch_rows=1 << 30)])
+
+
+def encode_shard(shard: str, vocab: Vocabulary,
+                 tokenised: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(ids, offsets, labels, unknown-token count) of one shard (runs in a worker), from its tokens saved
+    by `count_shard` where there are some."""
+    tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
+    ids, offsets = encode_tokens(tokens, vocab)
+    labels = [batch.column("label_id").to_numpy().astype(np.int64)
+              for batch in iter_shard_batches(shard, columns=["label_id"])]
+    return ids, offsets, np.concatenate([np.zeros(0, np.int64), *labels]), int(np.count_nonzero(ids == UNK_ID))
