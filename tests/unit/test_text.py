@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -240,3 +242,40 @@ def test_the_space_pass_changes_only_rows_where_its_trigger_is_found(texts):
     triggered = pc.match_substring_regex(array, text_module._SPACE_RUN_OR_CONTROL)
     for before, after, found in zip(texts, replaced.to_pylist(), triggered.to_pylist(), strict=True):
         assert found or after == before
+
+
+def utf8proc_nfkc(array: pa.Array) -> pa.Array:
+    return pc.utf8_normalize(array, "NFKC")
+
+
+def every_code_point() -> list[str]:
+    return [chr(p) for p in range(0x110000) if not 0xD800 <= p < 0xE000]
+
+
+@pytest.mark.parametrize("before, after", [("", ""), ("Ａ", "，"), ("a", "\u3000"), ("가", "")])
+def test_nfkc_equals_utf8proc_for_every_code_point_between_any_neighbours(before, after):
+    # Every character alone, and between full-width forms (mapped by numpy) or a Hangul syllable.
+    array = pa.array([before + c + after for c in every_code_point()], pa.string())
+    assert text_module.nfkc(array).equals(utf8proc_nfkc(array))
+
+
+def test_characters_that_compose_with_the_one_before_always_take_the_utf8proc_path():
+    # The fast path is exact only if no character it keeps can join the one before it: the second
+    # character of every canonical decomposition must send its row to utf8proc.
+    seconds = {int(parts[1], 16) for parts in (unicodedata.decomposition(c).split() for c in every_code_point())
+               if len(parts) == 2 and not parts[0].startswith("<")}
+    seconds |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul vowels and trailing consonants
+    array = pa.array([chr(p) for p in sorted(seconds)], pa.string())
+    assert pc.all(pc.match_substring_regex(array, text_module._nfkc_needs_utf8proc())).as_py()
+
+
+nfkc_text = st.text(alphabet=st.one_of(
+    st.characters(blacklist_categories=("Cs",)), st.characters(min_codepoint=0xFF00, max_codepoint=0xFF60),
+    st.sampled_from("a e 中，。！？\u3000\u0301\u0308\u3099カ가\u1100\u1161\u11a8ﬁ①㎏\u00a0😀Å")), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), nfkc_text), min_size=1, max_size=8), start=st.integers(0, 3))
+def test_nfkc_equals_utf8proc_on_any_text_and_slice(texts, start):
+    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    assert text_module.nfkc(array).equals(utf8proc_nfkc(array))
