@@ -154,7 +154,7 @@ def write_table(path: Path, table: pa.Table) -> None:
                    row_group_size=64 * 1024, store_schema=True)
 
 
-_FREE_TEXT_COLUMNS = ("text", "raw_text")
+_FREE_TEXT_COLUMNS = ("text",)
 
 
 def shard_name(index: int) -> str:

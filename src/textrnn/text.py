@@ -46,20 +46,20 @@ class Normalisation:
 
 def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     """Normalise a string array; null stays null. Never truncates (callers decide what too long means)."""
-    out = texts
+    out = texts if pa.types.is_string(texts.type) else texts.cast(pa.string())
     if s.nfkc:
         out = nfkc(out)
     if s.strip_html:
-        out = _where_found(out, "[<&]", _strip_html)
+        out = _where(out, _rows_holding(out, _HTML_BYTES), _strip_html)
     if s.placeholders:
-        out = _where_found(out, r"(?i)://|www\.", _replacing(_URL, f" {URL_TOKEN} "))
-        out = _where_found(out, "@", _replacing(_EMAIL, f" {EMAIL_TOKEN} "))
-        out = _where_found(out, "[0-9]", _replacing(_NUMBER, f" {NUM_TOKEN} "))
+        out = _where(out, _rows_holding(out, _URL_BYTES), _replacing(_URL, f" {URL_TOKEN} "), r"(?i)://|www\.")
+        out = _where(out, _rows_holding(out, _EMAIL_BYTES), _replacing(_EMAIL, f" {EMAIL_TOKEN} "))
+        out = _where(out, _rows_holding(out, _DIGIT_BYTES), _replacing(_NUMBER, f" {NUM_TOKEN} "))
     if s.lowercase:
         out = pc.utf8_lower(out)
     # RE2's \s is [\t\n\f\r ], all control characters but the space: one pass turns every run of
     # spaces and control characters into one space, on the rows that hold such a run.
-    out = _where_found(out, _SPACE_RUN_OR_CONTROL, _replacing(_SPACE_OR_CONTROL_RUN, " "))
+    out = _where(out, _rows_matching(out, _SPACE_RUN_OR_CONTROL), _replacing(_SPACE_OR_CONTROL_RUN, " "))
     return pc.utf8_trim_whitespace(out)
 
 
@@ -100,8 +100,8 @@ def _full_width_to_ascii(texts: pa.StringArray) -> pa.StringArray:
     keep[at + 1] = keep[at + 2] = False
     out = data[keep]
     out[at - 2 * np.arange(len(at))] = ascii_byte[found]
-    offsets = np.frombuffer(texts.buffers()[1], np.int32)[: len(texts) + 1]
-    offsets = (offsets - offsets[0]) - 2 * np.searchsorted(at, offsets - offsets[0])
+    offsets = _row_offsets(texts)
+    offsets = offsets - 2 * np.searchsorted(at, offsets)
     return pa.StringArray.from_buffers(len(texts), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(out),
                                        texts.buffers()[0], texts.null_count)
 
@@ -140,17 +140,45 @@ def _replacing(pattern: str, replacement: str):
     return lambda texts: pc.replace_substring_regex(texts, pattern, replacement)
 
 
-def _where_found(texts: pa.Array, trigger: str, transform) -> pa.Array:
-    """`transform` applied only to the rows where the regex `trigger` (something every match of the
-    transform contains) is found: most texts hold no HTML, URL or e-mail, and finding a literal is much
-    cheaper than the replacement it spares."""
-    found = pc.fill_null(pc.match_substring_regex(texts, trigger), False)
-    hits = pc.sum(found).as_py() or 0
-    if hits == 0:
+# ASCII bytes that every match of a pass holds ('<' or '&' in HTML, ':' or 'w' in a URL, '@', a digit), as
+# inclusive ranges. An ASCII byte never occurs inside a multi-byte UTF-8 character.
+_HTML_BYTES, _URL_BYTES = ((0x26, 0x26), (0x3C, 0x3C)), ((0x3A, 0x3A), (0x57, 0x57), (0x77, 0x77))
+_EMAIL_BYTES, _DIGIT_BYTES = ((0x40, 0x40),), ((0x30, 0x39),)
+
+
+def _rows_holding(texts: pa.StringArray, byte_ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Per row, whether it holds a byte in one of the ranges: a few numpy passes over the UTF-8 buffer,
+    3-5x faster than Arrow's substring search, which goes row by row."""
+    data, offsets = _utf8_bytes(texts), _row_offsets(texts)
+    hit = np.zeros(len(data), bool)
+    for low, high in byte_ranges:
+        hit |= (data == low) if low == high else ((data >= low) & (data <= high))
+    starts = offsets[:-1]
+    filled = offsets[1:] > starts
+    found = np.zeros(len(texts), bool)
+    if filled.any():
+        found[filled] = np.logical_or.reduceat(hit, starts[filled])
+    return found
+
+
+def _rows_matching(texts: pa.Array, pattern: str) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(texts, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def _where(texts: pa.Array, found: np.ndarray, transform, trigger: str | None = None) -> pa.Array:
+    """`transform` applied only to the rows `found`, which hold something every match of the transform
+    holds (narrowed down by the regex `trigger` where there is one): most texts hold no HTML, URL or
+    e-mail, and finding what a match needs is much cheaper than the replacement it spares."""
+    rows = np.flatnonzero(found)
+    if trigger is not None and len(rows):
+        rows = rows[_rows_matching(texts.take(rows), trigger)]
+    if len(rows) == 0:
         return texts
-    if hits == len(texts):
+    if len(rows) == len(texts):
         return transform(texts)
-    return pc.replace_with_mask(texts, found, transform(pc.filter(texts, found)))
+    found = np.zeros(len(texts), bool)
+    found[rows] = True
+    return pc.replace_with_mask(texts, pa.array(found), transform(texts.take(rows)))
 
 
 def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
@@ -233,12 +261,10 @@ def save_token_codes(folder: Path, tokens: TokenCodes) -> None:
     Python's file writes, which report a full disk or a size limit as such (numpy's `tofile` does not)."""
     folder.mkdir()
     words = tokens.words.cast(pa.string())
-    word_offsets = (np.frombuffer(words.buffers()[1], np.int32)[words.offset: words.offset + len(words) + 1]
-                    if len(words) else np.zeros(1, np.int32))
     # Codes are below WORD_CODE_BASE + the number of words, which is at most the number of tokens.
     small = len(tokens.codes) < np.iinfo(np.int32).max - WORD_CODE_BASE
     arrays = {"codes32" if small else "codes64": tokens.codes.astype(np.int32 if small else np.int64),
-              "row_offsets": tokens.row_offsets.astype(np.int64), "word_offsets": word_offsets - word_offsets[0],
+              "row_offsets": tokens.row_offsets.astype(np.int64), "word_offsets": _row_offsets(words).astype(np.int32),
               "word_bytes": _utf8_bytes(words)}
     for name, array in arrays.items():
         with open(folder / f"{name}.bin", "wb") as handle:
@@ -357,8 +383,20 @@ def _utf8_bytes(texts: pa.StringArray) -> np.ndarray:
     """The UTF-8 bytes of all rows of a (possibly sliced) string array, back to back."""
     if len(texts) == 0 or texts.buffers()[2] is None:
         return np.zeros(0, np.uint8)
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset: texts.offset + len(texts) + 1]
+    offsets = _raw_offsets(texts)
     return np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+
+
+def _row_offsets(texts: pa.StringArray) -> np.ndarray:
+    """Where each row starts in `_utf8_bytes(texts)` (int64), and its end: len(texts) + 1 entries."""
+    offsets = _raw_offsets(texts).astype(np.int64)
+    return offsets - offsets[0]
+
+
+def _raw_offsets(texts: pa.StringArray) -> np.ndarray:
+    if len(texts) == 0:
+        return np.zeros(1, np.int32)
+    return np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset: texts.offset + len(texts) + 1]
 
 
 def _jieba_segment(texts: pa.Array) -> pa.Array:

@@ -279,3 +279,37 @@ nfkc_text = st.text(alphabet=st.one_of(
 def test_nfkc_equals_utf8proc_on_any_text_and_slice(texts, start):
     array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
     assert text_module.nfkc(array).equals(utf8proc_nfkc(array))
+
+
+trigger_text = st.lists(st.one_of(
+    st.characters(blacklist_categories=("Cs",)),
+    st.sampled_from(list("<&:wW@09 a中，") + ["www.", "http://", "a@b.cn", "&amp;", "<b>", "１２", "3.5"])),
+    max_size=20).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), trigger_text), min_size=1, max_size=8), start=st.integers(0, 3))
+def test_rows_holding_a_byte_are_the_rows_a_regex_search_finds(texts, start):
+    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    for byte_ranges, pattern in ((text_module._HTML_BYTES, "[<&]"), (text_module._URL_BYTES, "[:wW]"),
+                                 (text_module._EMAIL_BYTES, "@"), (text_module._DIGIT_BYTES, "[0-9]")):
+        expected = pc.fill_null(pc.match_substring_regex(array, pattern), False).to_numpy(zero_copy_only=False)
+        assert text_module._rows_holding(array, byte_ranges).tolist() == expected.tolist()
+
+
+def normalise_by_definition(texts: pa.Array) -> pa.Array:
+    """Every pass of the default normalisation over every row, as the passes are defined."""
+    out = text_module._strip_html(utf8proc_nfkc(texts))
+    for pattern, token in ((text_module._URL, URL_TOKEN), (text_module._EMAIL, EMAIL_TOKEN),
+                           (text_module._NUMBER, NUM_TOKEN)):
+        out = pc.replace_substring_regex(out, pattern, f" {token} ")
+    out = pc.replace_substring_regex(pc.utf8_lower(out), text_module._SPACE_OR_CONTROL_RUN, " ")
+    return pc.utf8_trim_whitespace(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), trigger_text), min_size=1, max_size=8), start=st.integers(0, 3))
+def test_normalise_gives_what_its_passes_give_on_every_row(texts, start):
+    # normalise runs each pass only on the rows that can hold a match: that must change no result.
+    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    assert normalise(array, DEFAULT).equals(normalise_by_definition(array))

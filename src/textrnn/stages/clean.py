@@ -42,7 +42,8 @@ CLEAN_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("label
                           ("source", pa.string()), ("row", pa.int64())])
 REJECT_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("source", pa.string()),
                            ("row", pa.int64()), ("reason", pa.string()), ("split", pa.string())])
-_STAGED = pa.schema([("raw_text", pa.string()), ("text", pa.string()), ("label", pa.string()),
+# The raw text is not staged: only rejects need it, and write_shard reads those rows back from the raw shard.
+_STAGED = pa.schema([("text", pa.string()), ("label", pa.string()),
                      ("label_id", pa.int32()), ("source", pa.string()), ("row", pa.int64()),
                      ("hash", pa.uint64()), ("reason", pa.string())])
 
@@ -70,7 +71,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
             index.save(index_prefix)
             distinct = len(index)
             del index  # the workers map the saved copy
-            stats = _reduce_shards(pool, staged, str(index_prefix), p, tmp_out, tmp_rejects)
+            stats = _reduce_shards(pool, shards, staged, str(index_prefix), p, tmp_out, tmp_rejects)
         for item in sorted(staging.iterdir()):
             item.unlink()
         staging.rmdir()
@@ -101,22 +102,25 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
         return keys_prefix
     text, label_ids, reason = check_rows(batch, rules)
     hashes = text_hashes(text)
-    columns = [batch.column("text"), text, batch.column("label"), pa.array(label_ids, pa.int32()),
+    columns = [text, batch.column("label"), pa.array(label_ids, pa.int32()),
                batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
                pa.array(reason, pa.string())]
-    pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none")
+    # A scratch file, read once: no compression, dictionary or statistics to spend time on.
+    pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none", use_dictionary=False,
+                   write_statistics=False)
     save_keys(keys_prefix, distinct_keys(hashes, label_ids))
     return keys_prefix
 
 
-def _reduce_shards(pool: Executor, staged: list[Path], index_prefix: str, p: CleanParams, out: Path,
-                   rejects: Path) -> dict:
+def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index_prefix: str, p: CleanParams,
+                   out: Path, rejects: Path) -> dict:
     """Decide and write every shard in the pool; the index says which shard holds each text first, so the
     shards need no order among themselves, and results are taken in shard order."""
     for split in SPLITS:
         (out / split).mkdir()
-    writes = (pool.submit(write_shard, str(path), i, index_prefix, p, str(out.resolve()), str(rejects.resolve()))
-              for i, path in enumerate(staged))
+    writes = (pool.submit(write_shard, str(raw.resolve()), str(path), i, index_prefix, p, str(out.resolve()),
+                          str(rejects.resolve()))
+              for i, (raw, path) in enumerate(zip(shards, staged, strict=True)))
     kept, rejected, rows_in = Counter(), Counter(), 0
     for shard_kept, shard_rejected, shard_rows in in_order(writes, window=2 * p.workers):
         kept.update(shard_kept)
@@ -133,7 +137,7 @@ def _final_reasons(staged_table: pa.Table, hashes: np.ndarray, shard: int, index
     return reason
 
 
-def write_shard(staged: str, shard: int, index_prefix: str, p: CleanParams, out: str,
+def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanParams, out: str,
                 rejects: str) -> tuple[Counter, Counter, int]:
     """Decide one staged shard and write its kept rows per split and its rejects (runs in a worker);
     returns (kept per split, rejected per reason/split, rows)."""
@@ -155,7 +159,8 @@ def write_shard(staged: str, shard: int, index_prefix: str, p: CleanParams, out:
         row_reason = reason[rows].astype(str)
         has_text = ~np.isin(row_reason, ["bad_utf8", "bad_field_count", "empty"])
         reject_split = np.where(has_text, split_names[rows], None)
-        _write_rejects(Path(rejects) / shard_name(shard), staged_table.take(rows), row_reason, reject_split)
+        raw_text = pq.read_table(raw, columns=["text"]).column("text").take(rows)
+        _write_rejects(Path(rejects) / shard_name(shard), raw_text, staged_table.take(rows), row_reason, reject_split)
         keys, counts = np.unique(np.char.add(np.char.add(row_reason, "/"),
                                              np.where(has_text, split_names[rows], "none").astype(str)),
                                  return_counts=True)
@@ -168,8 +173,9 @@ def _write_kept(path: Path, staged: pa.Table) -> None:
     write_table(path, table)
 
 
-def _write_rejects(path: Path, staged: pa.Table, reason: np.ndarray, split: np.ndarray) -> None:
-    columns = [staged.column("raw_text"), staged.column("label"), staged.column("source"), staged.column("row"),
+def _write_rejects(path: Path, raw_text: pa.ChunkedArray, staged: pa.Table, reason: np.ndarray,
+                   split: np.ndarray) -> None:
+    columns = [raw_text, staged.column("label"), staged.column("source"), staged.column("row"),
                pa.array(reason, pa.string()), pa.array(split, pa.string())]
     write_table(path, pa.Table.from_arrays(columns, schema=REJECT_SCHEMA))
 
