@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import asdict
@@ -72,9 +73,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
             distinct = len(index)
             del index  # the workers map the saved copy
             stats = _reduce_shards(pool, shards, staged, str(index_prefix), p, tmp_out, tmp_rejects)
-        for item in sorted(staging.iterdir()):
-            item.unlink()
-        staging.rmdir()
+        shutil.rmtree(staging)
         stats.update(labels=list(labels), distinct_texts=distinct)
         write_json_into(tmp_out, "labels.json", list(labels))
         write_json_into(tmp_out, "normalisation.json", asdict(rules.normalisation))
@@ -95,19 +94,18 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
     shard's distinct (hash, label) keys; returns where the keys are."""
     keys_prefix = f"{staged}.keys"
     table = pq.read_table(shard)
-    batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
-    if batch is None:
-        pq.write_table(_STAGED.empty_table(), staged)
-        save_keys(keys_prefix, distinct_keys(np.empty(0, np.uint64), np.empty(0, np.int32)))
-        return keys_prefix
-    text, label_ids, reason = check_rows(batch, rules)
-    hashes = text_hashes(text)
-    columns = [text, batch.column("label"), pa.array(label_ids, pa.int32()),
-               batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
-               pa.array(reason, pa.string())]
+    if table.num_rows:
+        batch = table.combine_chunks().to_batches()[0]
+        text, label_ids, reason = check_rows(batch, rules)
+        hashes = text_hashes(text)
+        columns = [text, batch.column("label"), pa.array(label_ids, pa.int32()),
+                   batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
+                   pa.array(reason, pa.string())]
+        staged_table = pa.Table.from_arrays(columns, schema=_STAGED)
+    else:
+        staged_table, hashes, label_ids = _STAGED.empty_table(), np.empty(0, np.uint64), np.empty(0, np.int32)
     # A scratch file, read once: no compression, dictionary or statistics to spend time on.
-    pq.write_table(pa.Table.from_arrays(columns, schema=_STAGED), staged, compression="none", use_dictionary=False,
-                   write_statistics=False)
+    pq.write_table(staged_table, staged, compression="none", use_dictionary=False, write_statistics=False)
     save_keys(keys_prefix, distinct_keys(hashes, label_ids))
     return keys_prefix
 
