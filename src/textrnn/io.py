@@ -168,20 +168,18 @@ def list_shards(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet"))
 
 
-def iter_shard_batches(shard: str | Path, columns: list[str] | None = None,
-                       batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Stream one Parquet shard, a record batch at a time."""
+def read_shard(shard: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One whole Parquet shard (a shard is `ingest.chunk_rows` rows at most)."""
     try:
-        parquet = pq.ParquetFile(shard)
+        return pq.ParquetFile(shard).read(columns=columns)
     except (pa.ArrowInvalid, OSError) as err:
         raise ValueError(f"{shard}: unreadable Parquet shard ({err}); rerun the stage that wrote it") from err
-    yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def read_folder(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
     """A whole folder of shards as one table (for splits small enough to hold, e.g. test)."""
     shards = list_shards(folder)
-    tables = [pq.read_table(shard, columns=columns) for shard in shards]
+    tables = [read_shard(shard, columns=columns) for shard in shards]
     if not tables:
         raise ValueError(f"{folder}: holds no Parquet shards")
     return pa.concat_tables(tables)

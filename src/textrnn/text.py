@@ -240,22 +240,6 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
     return TokenCodes(codes=codes, row_offsets=layout.row_tokens, words=words.dictionary)
 
 
-def concat_token_codes(parts: list[TokenCodes]) -> TokenCodes:
-    """The codes of consecutive batches as one: each batch's word codes move past the words before it."""
-    if len(parts) == 1:
-        return parts[0]
-    codes, offsets, words = [np.zeros(0, np.int64)], [np.zeros(1, np.int64)], [pa.array([], pa.string())]
-    n_words = n_tokens = 0
-    for part in parts:
-        codes.append(np.where(part.codes >= WORD_CODE_BASE, part.codes + n_words, part.codes))
-        offsets.append(part.row_offsets[1:] + n_tokens)
-        words.append(part.words.cast(pa.string()))
-        n_words += len(part.words)
-        n_tokens += len(part.codes)
-    return TokenCodes(codes=np.concatenate(codes), row_offsets=np.concatenate(offsets),
-                      words=pa.concat_arrays(words))
-
-
 def save_token_codes(folder: Path, tokens: TokenCodes) -> None:
     """A scratch copy of a batch's tokens as raw arrays, read back by `load_token_codes`. Written with
     Python's file writes, which report a full disk or a size limit as such (numpy's `tofile` does not)."""

@@ -12,10 +12,10 @@ from textrnn.io import (
     atomic_dir,
     atomic_file,
     content_hash,
-    iter_shard_batches,
     list_shards,
     read_folder,
     read_json,
+    read_shard,
     shard_name,
     write_json,
     write_table,
@@ -171,7 +171,7 @@ def test_shards_are_listed_in_order_and_read_back(tmp_path):
         write_table(tmp_path / shard_name(i), pa.table({"x": [i, i]}))
     assert [p.name for p in list_shards(tmp_path)] == [shard_name(i) for i in range(3)]
     assert read_folder(tmp_path).column("x").to_pylist() == [0, 0, 1, 1, 2, 2]
-    assert [b.num_rows for shard in list_shards(tmp_path) for b in iter_shard_batches(shard, batch_rows=1)] == [1] * 6
+    assert [read_shard(shard).column("x").to_pylist() for shard in list_shards(tmp_path)] == [[0, 0], [1, 1], [2, 2]]
 
 
 def test_list_shards_of_a_missing_folder_names_it(tmp_path):
@@ -179,10 +179,10 @@ def test_list_shards_of_a_missing_folder_names_it(tmp_path):
         list_shards(tmp_path / "nowhere")
 
 
-def test_iter_shard_batches_on_a_corrupt_shard_names_it(tmp_path):
+def test_read_shard_on_a_corrupt_shard_names_it(tmp_path):
     (tmp_path / shard_name(0)).write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match=shard_name(0)):
-        list(iter_shard_batches(tmp_path / shard_name(0)))
+        read_shard(tmp_path / shard_name(0))
 
 
 def test_write_json_round_trips_and_is_deterministic(tmp_path):

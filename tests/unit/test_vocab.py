@@ -14,7 +14,6 @@ from textrnn.text import (
     WORD_CODE_BASE,
     Normalisation,
     TokenCodes,
-    concat_token_codes,
     load_token_codes,
     save_token_codes,
     token_codes,
@@ -74,20 +73,17 @@ def decoded_rows(codes: TokenCodes) -> list[list[str]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(batches=st.lists(st.lists(st.one_of(st.none(), st.text(alphabet="ab 好!é1", max_size=10)), max_size=5),
-                        max_size=4),
+@given(texts=st.lists(st.one_of(st.none(), st.text(alphabet="ab 好!é1", max_size=10)), max_size=12),
        use_jieba=st.booleans())
-def test_concatenated_batch_codes_saved_and_loaded_are_the_tokens_of_all_rows(tmp_path_factory, batches, use_jieba):
-    """What vocab's count step saves per shard (its batches' codes, concatenated) is what encoding reads."""
-    parts = [token_codes(pa.array(batch, pa.string()), use_jieba=use_jieba) for batch in batches]
+def test_token_codes_saved_and_loaded_are_the_tokens_of_all_rows(tmp_path_factory, texts, use_jieba):
+    """What vocab's count step saves per shard is what encoding reads."""
+    array = pa.array(texts, pa.string())
     folder = tmp_path_factory.mktemp("tokens") / "shard"
-    save_token_codes(folder, concat_token_codes(parts))
+    save_token_codes(folder, token_codes(array, use_jieba=use_jieba))
     loaded = load_token_codes(folder)
-    every_row = [text for batch in batches for text in batch]
-    assert decoded_rows(loaded) == decoded_rows(token_codes(pa.array(every_row, pa.string()), use_jieba=use_jieba))
+    assert decoded_rows(loaded) == decoded_rows(token_codes(array, use_jieba=use_jieba))
     vocab = Vocabulary(tokens=(PAD, UNK, "ab", "好", "é"), normalisation=Normalisation(), jieba=use_jieba, max_len=3)
-    for got, expected in zip(encode_tokens(loaded, vocab), encode(pa.array(every_row, pa.string()), vocab),
-                             strict=True):
+    for got, expected in zip(encode_tokens(loaded, vocab), encode(array, vocab), strict=True):
         assert got.tolist() == expected.tolist()
 
 

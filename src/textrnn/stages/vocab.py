@@ -19,12 +19,11 @@ import pyarrow as pa
 from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
 from textrnn.data import write_encoded_split
-from textrnn.io import atomic_dir, iter_shard_batches, list_shards, read_json, write_json_into
+from textrnn.io import atomic_dir, list_shards, read_json, read_shard, write_json_into
 from textrnn.parallel import in_order, make_executor
 from textrnn.text import (
     Normalisation,
     TokenCodes,
-    concat_token_codes,
     load_token_codes,
     prepare_tokeniser,
     save_token_codes,
@@ -86,9 +85,8 @@ def count_shard(shard: str, use_jieba: bool, tokenised: str) -> pa.Table:
 
 
 def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
-    """The tokens of a whole shard, tokenised at once (a shard is `ingest.chunk_rows` rows at most)."""
-    return concat_token_codes([token_codes(batch.column("text"), use_jieba=use_jieba)
-                               for batch in iter_shard_batches(shard, columns=["text"], batch_rows=1 << 30)])
+    """The tokens of a whole shard, tokenised at once."""
+    return token_codes(read_shard(shard, columns=["text"]).column("text").combine_chunks(), use_jieba=use_jieba)
 
 
 def encode_shard(shard: str, vocab: Vocabulary,
@@ -97,6 +95,5 @@ def encode_shard(shard: str, vocab: Vocabulary,
     by `count_shard` where there are some."""
     tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
     ids, offsets = encode_tokens(tokens, vocab)
-    labels = [batch.column("label_id").to_numpy().astype(np.int64)
-              for batch in iter_shard_batches(shard, columns=["label_id"])]
-    return ids, offsets, np.concatenate([np.zeros(0, np.int64), *labels]), int(np.count_nonzero(ids == UNK_ID))
+    labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy().astype(np.int64)
+    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
