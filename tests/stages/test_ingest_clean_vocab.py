@@ -179,6 +179,20 @@ def test_vocab_gives_identical_bytes_with_one_or_two_workers(tiny_run, tmp_path)
     assert content_hash(tmp_path / "two") == content_hash(p.paths.vocab)
 
 
+def test_raw_shards_have_the_same_bytes_however_the_reader_blocks_its_input(tmp_path, monkeypatch):
+    from textrnn import sources
+
+    source = tmp_path / "corpus.csv"
+    # Shards of more than one Parquet page (1 MB), where page boundaries could follow the batches.
+    review = "这本书的故事很好，" * 80
+    source.write_text("text,label\n" + "".join(f"{review}{i},pos\n" for i in range(3000)), encoding="utf-8")
+    params = IngestParams(source=str(source), chunk_rows=1500)
+    ingest.run(tmp_path / "one_block", params)
+    monkeypatch.setattr(sources, "_BLOCK", 1 << 16)  # Arrow's batches now end inside every shard
+    ingest.run(tmp_path / "small_blocks", params)
+    assert content_hash(tmp_path / "one_block") == content_hash(tmp_path / "small_blocks")
+
+
 def test_no_temp_leftovers_after_the_stages(tiny_run, tmp_path):
     assert temp_leftovers(tmp_path) == []
     assert not (Path(tiny_run[0].paths.clean) / ".staging").exists()

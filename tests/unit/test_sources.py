@@ -99,6 +99,15 @@ def test_wrong_label_column_names_it(tmp_path):
         read_all(path)
 
 
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("x.csv", b"txt,label\nhi,pos\n", r"text column 'text'.*columns found: \['txt', 'label'\]"),
+    ("x.csv", b"text,y\nhi,pos\n", r"label column 'label'.*columns found: \['text', 'y'\]"),
+    ("x.tsv", b"text\tlab\nhi\tpos\n", r"label column 'label'.*columns found: \['text', 'lab'\]")])
+def test_wrong_column_of_a_delimited_file_names_it_and_the_columns_found(name, data, message, tmp_path):
+    with pytest.raises(SourceError, match=message):
+        read_all(write(tmp_path / name, data))
+
+
 def test_tsv_splits_on_tabs_only(tmp_path):
     path = write(tmp_path / "x.tsv", b"text\tlabel\nhello, world\tpos\nsecond\tneg\n")
     rows = read_all(path)
@@ -273,3 +282,18 @@ def test_many_csv_files_are_read_whole_and_in_order(tmp_path):
     rows = read_all(tmp_path / "*.csv")
     assert [r["text"] for r in rows] == [f"{n} of {i}" for i in range(5) for n in ("first", "second")]
     assert [r["row"] for r in rows] == [1, 2] * 5
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_utf8_check_reads_blocks_across_characters_and_finds_a_bad_byte_in_any_block(workers, tmp_path,
+                                                                                    monkeypatch):
+    from textrnn import lenient
+
+    monkeypatch.setattr(lenient, "BLOCK", 50)  # many blocks, read boundaries inside characters
+    fs = fsspec.filesystem("file")
+    lines = [f"{i},好评很多的评论\n".encode() for i in range(200)]
+    assert lenient.is_valid_utf8(fs, str(write(tmp_path / "good.csv", b"".join(lines))), workers)
+    for at in (0, 100, 199):
+        bad = lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]  # a character cut short
+        assert not lenient.is_valid_utf8(fs, str(write(tmp_path / f"bad{at}.csv", b"".join(bad))), workers)
+    assert lenient.is_valid_utf8(fs, str(write(tmp_path / "no_newline.csv", "尾".encode() * 40)), workers)

@@ -32,15 +32,18 @@ def run(out: Path, p: IngestParams) -> dict:
     return stats
 
 
-def _write_shard(path: Path, batch: pa.RecordBatch) -> tuple[int, list[str]]:
-    """One raw shard; returns its row count and the labels in it."""
-    write_table(path, pa.Table.from_batches([batch], RAW_SCHEMA))
-    return batch.num_rows, [v for v in pc.unique(batch.column("label")).to_pylist() if v]
+def _write_shard(path: Path, table: pa.Table) -> tuple[int, list[str]]:
+    """One raw shard; returns its row count and the labels in it. Written as one chunk: Parquet's pages
+    follow the chunks written, and the chunks follow how the reader happened to block its input (a short
+    read of a remote file moves them), while the bytes must follow the data alone."""
+    write_table(path, table.combine_chunks())
+    return table.num_rows, [v for v in pc.unique(table.column("label")).to_pylist() if v]
 
 
 def _regroup(batches, chunk_rows: int):
-    """Cut the stream into batches of exactly `chunk_rows` rows (the last may be shorter), so shard
-    boundaries depend on the data and params alone, not on how a reader happened to block its input."""
+    """Cut the stream into tables of exactly `chunk_rows` rows (the last may be shorter), so shard
+    boundaries depend on the data and params alone, not on how a reader happened to block its input.
+    The tables are slices of the batches read, not copies: the writers combine them, in parallel."""
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
@@ -48,8 +51,8 @@ def _regroup(batches, chunk_rows: int):
         size += batch.num_rows
         while size >= chunk_rows:
             table = pa.Table.from_batches(pending, RAW_SCHEMA)
-            yield table.slice(0, chunk_rows).combine_chunks().to_batches()[0]
+            yield table.slice(0, chunk_rows)
             rest = table.slice(chunk_rows)
             pending, size = rest.to_batches(), rest.num_rows
     if size:
-        yield pa.Table.from_batches(pending, RAW_SCHEMA).combine_chunks().to_batches()[0]
+        yield pa.Table.from_batches(pending, RAW_SCHEMA)
