@@ -22,9 +22,10 @@ def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndar
             open(folder / "labels.bin", "wb") as lab_f:
         off_f.write(np.zeros(1, np.int64).tobytes())
         for ids, offsets, labels, n_unknown in chunks:
-            ids_f.write(ids.astype(np.int32).tobytes())
-            off_f.write((offsets[1:] + tokens).astype(np.int64).tobytes())
-            lab_f.write(labels.astype(np.int64).tobytes())
+            # The arrays' own buffers are written (no copy where the dtype is already right).
+            ids_f.write(np.ascontiguousarray(ids, np.int32))
+            off_f.write(np.ascontiguousarray(offsets[1:] + tokens, np.int64))
+            lab_f.write(np.ascontiguousarray(labels, np.int64))
             length_counts = _add_counts(length_counts, np.bincount(np.diff(offsets)))
             rows += len(labels)
             tokens += len(ids)

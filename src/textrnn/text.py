@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from textrnn import kernels
+
 # Placeholders are plain letter runs, so the tokeniser keeps each one whole as a word.
 URL_TOKEN, EMAIL_TOKEN, NUM_TOKEN = "xxurl", "xxemail", "xxnum"
 
@@ -45,8 +47,29 @@ class Normalisation:
 
 
 def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
-    """Normalise a string array; null stays null. Never truncates (callers decide what too long means)."""
+    """Normalise a string array; null stays null. Never truncates (callers decide what too long means).
+
+    Most rows hold no HTML, URL, e-mail or character that needs utf8proc's NFKC: one compiled pass
+    normalises those (`kernels.normalise_common`); the Arrow passes normalise the others."""
     out = texts if pa.types.is_string(texts.type) else texts.cast(pa.string())
+    if len(out) == 0:
+        return _normalise_with_arrow(out, s)
+    out = pa.concat_arrays([out]) if out.offset else out  # buffers from row 0: the validity bitmap is reused
+    tables = _normalisation_tables()
+    flags = ((kernels.NFKC if s.nfkc else 0) | (kernels.LOWERCASE if s.lowercase else 0)
+             | (kernels.STRIP_HTML if s.strip_html else 0) | (kernels.PLACEHOLDERS if s.placeholders else 0))
+    valid = np.ones(len(out), bool) if out.null_count == 0 else pc.is_valid(out).to_numpy(zero_copy_only=False)
+    data, offsets, uncommon = kernels.normalise_common(_utf8_bytes(out), _row_offsets(out), valid, flags, *tables)
+    common = _string_array(len(out), offsets, data, out.buffers()[0], out.null_count)
+    rows = np.flatnonzero(uncommon)
+    if len(rows) == 0:
+        return common
+    return pc.replace_with_mask(common, pa.array(uncommon), _normalise_with_arrow(out.take(rows), s))
+
+
+def _normalise_with_arrow(texts: pa.StringArray, s: Normalisation) -> pa.Array:
+    """`normalise` as Arrow passes, each run only on the rows that can hold a match."""
+    out = texts
     if s.nfkc:
         out = nfkc(out)
     if s.strip_html:
@@ -61,6 +84,42 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     # spaces and control characters into one space, on the rows that hold such a run.
     out = _where(out, _rows_matching(out, _SPACE_RUN_OR_CONTROL), _replacing(_SPACE_OR_CONTROL_RUN, " "))
     return pc.utf8_trim_whitespace(out)
+
+
+def _string_array(length: int, offsets: np.ndarray, data: np.ndarray, validity: pa.Buffer | None,
+                  null_count: int) -> pa.StringArray:
+    """A string array on numpy buffers (int64 offsets, cast down; Arrow reports an overflow past 2 GiB)."""
+    if offsets[-1] <= np.iinfo(np.int32).max:
+        return pa.StringArray.from_buffers(length, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data),
+                                           validity, null_count)
+    large = pa.LargeStringArray.from_buffers(length, pa.py_buffer(offsets), pa.py_buffer(data), validity, null_count)
+    return large.cast(pa.string())
+
+
+@functools.cache
+def _normalisation_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per code point, what the normalisation does to it, asked once of the engines that define each pass:
+    whether NFKC needs utf8proc (see `_nfkc_allowed_points`), its lower case (Arrow's utf8_lower maps
+    code point by code point), whether it is a space or control character of the space pass (RE2), and
+    whether Arrow's trim removes it."""
+    points = _every_code_point()
+    one_char = strings_of_code_points(points)
+    needs_utf8proc = np.ones(len(points), bool)
+    needs_utf8proc[_nfkc_allowed_points()] = False
+    lowered = pc.utf8_lower(one_char)
+    if not pc.all(pc.equal(pc.utf8_length(lowered), 1)).as_py():
+        raise RuntimeError("utf8_lower maps a code point onto several: the compiled pass cannot mirror it")
+    lower = _code_points(lowered).astype(np.int32)
+    collapsible = pc.match_substring_regex(one_char, f"^{_SPACE_OR_CONTROL_RUN[:-1]}$").to_numpy(zero_copy_only=False)
+    trimmed = pc.equal(pc.utf8_trim_whitespace(one_char), "").to_numpy(zero_copy_only=False)
+    return needs_utf8proc, lower, collapsible, trimmed
+
+
+def _every_code_point() -> np.ndarray:
+    """0 to U+10FFFF as uint32, surrogates (which never occur in valid UTF-8) as spaces."""
+    points = np.arange(0x110000, dtype=np.uint32)
+    points[(points >= 0xD800) & (points < 0xE000)] = ord(" ")
+    return points
 
 
 def nfkc(texts: pa.Array) -> pa.Array:
@@ -111,8 +170,17 @@ _HANGUL_JAMO = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
 
 @functools.cache
 def _nfkc_needs_utf8proc() -> str:
-    """A regex for the characters that send a row through utf8proc: all but those NFKC leaves alone whatever
-    surrounds them, and the full-width forms mapped above.
+    """A regex for the characters that send a row through utf8proc: all but `_nfkc_allowed_points`."""
+    allowed = _nfkc_allowed_points()
+    breaks = np.flatnonzero(np.diff(allowed) != 1)
+    ranges = zip(np.r_[allowed[0], allowed[breaks + 1]].tolist(), np.r_[allowed[breaks], allowed[-1]].tolist())
+    return "[^" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges) + "]"
+
+
+@functools.cache
+def _nfkc_allowed_points() -> np.ndarray:
+    """The code points that NFKC leaves alone whatever surrounds them, and the full-width forms mapped
+    above (sorted int64).
 
     A character is left alone when NFKC maps it onto itself (asked of utf8proc) and it cannot join the
     character before it: it is assigned, not a mark, of combining class 0 (asked of Python's Unicode
@@ -125,10 +193,7 @@ def _nfkc_needs_utf8proc() -> str:
         unchanged &= (points < low) | (points > high)
     candidates = points[unchanged]
     alone = np.array([_stands_alone(chr(p)) for p in candidates.tolist()], dtype=bool)
-    allowed = np.union1d(candidates[alone], np.r_[0x3000, 0xFF01:0xFF5F]).astype(np.int64)
-    breaks = np.flatnonzero(np.diff(allowed) != 1)
-    ranges = zip(np.r_[allowed[0], allowed[breaks + 1]].tolist(), np.r_[allowed[breaks], allowed[-1]].tolist())
-    return "[^" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges) + "]"
+    return np.union1d(candidates[alone], np.r_[0x3000, 0xFF01:0xFF5F]).astype(np.int64)
 
 
 def _stands_alone(char: str) -> bool:
@@ -207,9 +272,10 @@ def tokenise(texts: pa.Array, use_jieba: bool = False) -> pa.ListArray:
     """
     if use_jieba:
         return _jieba_tokens(texts)
-    layout = _Layout.of(texts)
-    tokens = layout.token_strings(layout.in_token, layout.starts_token)
-    return pa.ListArray.from_arrays(pa.array(layout.row_tokens.astype(np.int32)), tokens, mask=layout.null_mask)
+    texts, spans = _token_spans(texts, every_span=True)
+    tokens = _gathered(_utf8_bytes(texts), spans.starts, spans.ends)
+    mask = pc.is_null(texts) if texts.null_count else None
+    return pa.ListArray.from_arrays(pa.array(spans.row_tokens.astype(np.int32)), tokens, mask=mask)
 
 
 WORD_CODE_BASE = 0x110000  # token codes below are code points (one-character tokens), the rest index words
@@ -230,14 +296,43 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
     ever built (most Chinese tokens are one character)."""
     if use_jieba:
         return _codes_of_token_lists(_jieba_tokens(texts))
-    layout = _Layout.of(texts)
-    # A token is longer than one character iff it is a word whose next code point continues it.
-    continued = np.append(layout.continues_word[1:], False)
-    in_long = layout.continues_word | (layout.word & continued)
-    words = pc.dictionary_encode(layout.token_strings(in_long, layout.starts_token & continued))
-    codes = layout.points[layout.token_starts].astype(np.int64)
-    codes[continued[layout.token_starts]] = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False)
-    return TokenCodes(codes=codes, row_offsets=layout.row_tokens, words=words.dictionary)
+    texts, spans = _token_spans(texts)
+    words = pc.dictionary_encode(_gathered(_utf8_bytes(texts), spans.long_starts, spans.long_ends))
+    codes = spans.first_points
+    codes[spans.long_index] = WORD_CODE_BASE + words.indices.to_numpy(zero_copy_only=False)
+    return TokenCodes(codes=codes, row_offsets=spans.row_tokens, words=words.dictionary)
+
+
+@dataclass(frozen=True)
+class _Spans:
+    """Row i's tokens are [row_tokens[i], row_tokens[i + 1]); per token its first code point; the tokens
+    longer than one character by index, and where each starts and ends in the UTF-8 bytes; where every
+    token starts and ends (only when asked for)."""
+
+    row_tokens: np.ndarray
+    first_points: np.ndarray
+    long_index: np.ndarray
+    long_starts: np.ndarray
+    long_ends: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def _token_spans(texts: pa.Array, every_span: bool = False) -> tuple[pa.StringArray, _Spans]:
+    """The tokens of a batch, found by one compiled pass that classifies code points through the table of
+    `_character_classes` (nulls have none). Returns the texts as a string array with the spans."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    texts = texts.cast(pa.string())
+    spans = kernels.token_spans(_utf8_bytes(texts), _row_offsets(texts), _character_classes(), _SEPARATOR, _WORD,
+                                every_span)
+    return texts, _Spans(*spans)
+
+
+def _gathered(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
+    """The byte spans of a UTF-8 buffer that start and end at character boundaries, as strings."""
+    out, offsets = kernels.gather_spans(data, starts, ends)
+    return _string_array(len(starts), offsets, out, None, 0)
 
 
 def save_token_codes(folder: Path, tokens: TokenCodes) -> None:
@@ -289,9 +384,15 @@ def _without_empty_tokens(token_lists: pa.ListArray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(real)), mask=pc.is_null(token_lists))
 
 
+def prepare_normaliser() -> None:
+    """Build the normalisation's code-point tables and load its compiled pass now, e.g. before forking
+    workers, which then share them (see `kernels` for what loading costs)."""
+    normalise(pa.array(["A 1"], pa.string()), Normalisation())
+
+
 def prepare_tokeniser() -> None:
-    """Build the code-point table now, e.g. before forking workers, which then share it."""
-    _character_classes()
+    """The same for the tokeniser: its code-point table and compiled pass."""
+    token_codes(pa.array(["ab c"], pa.string()))
 
 
 @functools.cache
@@ -301,9 +402,7 @@ def _character_classes() -> np.ndarray:
     Decided once by the same engines that defined the classes (RE2's Unicode tables, Arrow's whitespace),
     so a code point tokenises the same here as in a regex pass, without running a regex over the corpus.
     """
-    points = np.arange(0x110000, dtype=np.uint32)
-    points[(points >= 0xD800) & (points < 0xE000)] = ord(" ")  # surrogates never occur in valid UTF-8
-    one_char = strings_of_code_points(points)
+    one_char = strings_of_code_points(_every_code_point())
     space = pc.utf8_is_space(one_char).to_numpy(zero_copy_only=False)
     single = pc.match_substring_regex(one_char, f"^{_SPLIT_CJK_AND_SYMBOLS}$").to_numpy(zero_copy_only=False)
     return np.where(space, _SEPARATOR, np.where(single, _SINGLE, _WORD)).astype(np.uint8)
@@ -326,41 +425,9 @@ def _utf8_of_points(points: np.ndarray) -> tuple[np.ndarray, bytes]:
     return offsets, points.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")
 
 
-class _Layout:
-    """Where the tokens of a batch of texts are, found without a regex: code points are classified through
-    a lookup table; token boundaries are found and token strings gathered with numpy."""
-
-    def __init__(self, texts: pa.StringArray):
-        filled = pc.fill_null(texts, "")
-        self.null_mask = pc.is_null(texts) if texts.null_count else None
-        self.points = np.frombuffer(_utf8_bytes(filled).tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
-        row_starts = np.zeros(len(texts) + 1, dtype=np.int64)  # row offsets counted in code points
-        np.cumsum(pc.utf8_length(filled).to_numpy(zero_copy_only=False), out=row_starts[1:])
-        cls = _character_classes()[self.points]
-        self.word = word = cls == _WORD
-        continues_word = np.zeros_like(word)
-        continues_word[1:] = word[:-1] & word[1:]
-        continues_word[row_starts[:-1][row_starts[:-1] < len(self.points)]] = False  # rows never join
-        self.continues_word = continues_word  # a word character that extends the word before it
-        self.in_token = cls != _SEPARATOR
-        self.starts_token = (cls == _SINGLE) | (word & ~continues_word)
-        self.token_starts = np.flatnonzero(self.starts_token)
-        self.row_tokens = np.searchsorted(self.token_starts, row_starts)  # row offsets counted in tokens
-
-    @classmethod
-    def of(cls, texts: pa.Array) -> _Layout:
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
-        return cls(texts.cast(pa.string()))
-
-    def token_strings(self, keep: np.ndarray, starts: np.ndarray) -> pa.StringArray:
-        """The strings of the tokens made of the code points in `keep`, each starting where `starts` is set.
-
-        Built from the kept code points alone (UTF-32 back to UTF-8), so the cost follows what is kept: for
-        token_codes, which keeps the words alone, 2.5x faster than cutting them out of the UTF-8 buffer."""
-        byte_at, data = _utf8_of_points(self.points[keep])
-        offsets = np.append(byte_at[np.flatnonzero(starts[keep])], byte_at[-1]).astype(np.int32)
-        return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+def _code_points(texts: pa.StringArray) -> np.ndarray:
+    """The code points of all rows back to back (uint32)."""
+    return np.frombuffer(_utf8_bytes(texts).tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
 
 
 def _utf8_bytes(texts: pa.StringArray) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from textrnn import kernels
 from textrnn.text import (
     WORD_CODE_BASE,
     Normalisation,
@@ -95,10 +96,10 @@ class TokenCounter:
         self._compact_every = compact_every
 
     def add(self, tokens: TokenCodes) -> None:
-        is_point = tokens.codes < WORD_CODE_BASE
-        self._points += np.bincount(tokens.codes[is_point], minlength=WORD_CODE_BASE)
+        kernels.count_below(self._points, tokens.codes, WORD_CODE_BASE)
         if len(tokens.words):
-            counts = np.bincount(tokens.codes[~is_point] - WORD_CODE_BASE, minlength=len(tokens.words))
+            words = tokens.codes[tokens.codes >= WORD_CODE_BASE] - WORD_CODE_BASE
+            counts = np.bincount(words, minlength=len(tokens.words))
             self.add_table(pa.table({"token": tokens.words, "count": pa.array(counts, pa.int64())}))
 
     def add_table(self, counts: pa.Table) -> None:
@@ -139,17 +140,12 @@ def encode(texts: pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
 def encode_tokens(tokens: TokenCodes, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """`encode` of texts already tokenised."""
     word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=vocab.token_array), UNK_ID)
-    # Codes index the one-character tokens by code point, then the batch's words: one lookup table.
-    ids = np.concatenate([vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32)])[tokens.codes]
+    ids = kernels.ids_of_codes(tokens.codes, vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32),
+                               WORD_CODE_BASE)
     offsets = tokens.row_offsets.astype(np.int64)
-    lengths = np.diff(offsets)
-    if lengths.max(initial=0) <= vocab.max_len:
+    if np.diff(offsets).max(initial=0) <= vocab.max_len:
         return ids, offsets
-    # Position of every token inside its row; keep the first max_len of each row.
-    position = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
-    new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.minimum(lengths, vocab.max_len), out=new_offsets[1:])
-    return ids[position < vocab.max_len], new_offsets
+    return kernels.first_of_each_row(ids, offsets, vocab.max_len)
 
 
 def encode_raw(texts: list[str] | pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:

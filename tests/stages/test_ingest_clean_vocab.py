@@ -20,7 +20,7 @@ from textrnn.sources import RAW_SCHEMA
 from textrnn.stages import clean, ingest, vocab
 from textrnn.stages.clean import CLEAN_SCHEMA, REJECT_SCHEMA
 from textrnn.text import tokenise
-from textrnn.vocab import PAD, UNK, Vocabulary
+from textrnn.vocab import PAD, UNK, Vocabulary, encode
 
 
 def run_ingest(p: Params) -> dict:
@@ -177,6 +177,20 @@ def test_vocab_gives_identical_bytes_with_one_or_two_workers(tiny_run, tmp_path)
     p, *_ = tiny_run
     vocab.run(Path(p.paths.clean), tmp_path / "two", dataclasses.replace(p.vocab, workers=2))
     assert content_hash(tmp_path / "two") == content_hash(p.paths.vocab)
+
+
+def test_vocab_with_jieba_encodes_the_tokens_its_counting_saved(tiny_run, tmp_path):
+    # With jieba, counting saves each train shard's tokens and encoding reads them back; the encoded
+    # train split must be the encoding of the clean texts, and the scratch folder must be gone.
+    p, *_ = tiny_run
+    out = tmp_path / "jieba"
+    vocab.run(Path(p.paths.clean), out, dataclasses.replace(p.vocab, jieba=True))
+    voc = Vocabulary.load(out / "vocab.json")
+    assert voc.jieba and any(len(token) > 1 and "\u4e00" <= token[0] <= "\u9fff" for token in voc.tokens)
+    ids, offsets = encode(read_folder(Path(p.paths.clean) / "train").column("text").combine_chunks(), voc)
+    encoded = EncodedSplit.load(out / "train")
+    assert encoded.ids.tolist() == ids.tolist() and encoded.offsets.tolist() == offsets.tolist()
+    assert not (out / ".tokens").exists()
 
 
 def test_raw_shards_have_the_same_bytes_however_the_reader_blocks_its_input(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -313,3 +314,31 @@ def test_normalise_gives_what_its_passes_give_on_every_row(texts, start):
     # normalise runs each pass only on the rows that can hold a match: that must change no result.
     array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
     assert normalise(array, DEFAULT).equals(normalise_by_definition(array))
+
+
+compiled_pass_text = st.lists(st.one_of(
+    st.characters(blacklist_categories=("Cs",)),
+    st.sampled_from(list("0123456789.,_ aZé中ÉΣİⅧǅ@<&:/wW\t\x85\u1680\u2028\u200b１Ａ，\u3000\u0301")
+                    + ["www.", "WwW.", "://", "1.2", "3,4.", "12a", "a1", "_9", "9_", "1.2a", "  "])),
+    max_size=24).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), compiled_pass_text), min_size=1, max_size=8),
+       start=st.integers(0, 3), s=flags)
+def test_the_compiled_pass_gives_what_the_arrow_passes_give_for_any_settings(texts, start, s):
+    # The compiled pass normalises the rows without HTML, URL, e-mail or a character needing utf8proc;
+    # the Arrow passes, which normalise the other rows, are the reference for every row.
+    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    assert normalise(array, s).equals(text_module._normalise_with_arrow(array, s))
+
+
+def test_the_compiled_pass_takes_the_common_rows():
+    # Chinese reviews with numbers, full-width punctuation and upper case; no row is left to Arrow.
+    texts = pa.array(["这个手机１２３元，Very GOOD！", "第2.5版  很好\t", "ÉTÉ 3,5 kg"], pa.string())
+    tables = text_module._normalisation_tables()
+    flags = text_module.kernels.NFKC | text_module.kernels.LOWERCASE | text_module.kernels.PLACEHOLDERS
+    _, _, uncommon = text_module.kernels.normalise_common(
+        text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.ones(3, bool), flags, *tables)
+    assert not uncommon.any()
+    assert normalise(texts, DEFAULT).to_pylist() == ["这个手机 xxnum 元,very good!", "第 xxnum 版 很好", "été xxnum kg"]

@@ -46,16 +46,17 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
 def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: Normalisation,
            pool: Executor) -> dict:
     """Count and encode shard by shard in `pool`; results are taken in shard order, so the output is the
-    same for any worker count. The train shards are tokenised once: counting leaves their tokens in a
-    scratch folder for encoding."""
+    same for any worker count. With jieba, whose segmentation runs per text in Python, the train shards
+    are tokenised once: counting leaves their tokens in a scratch folder for encoding. The compiled
+    tokeniser is faster than that write and read back, so without jieba every shard is tokenised again."""
     window = 2 * p.workers
     with atomic_dir(out) as tmp:
         scratch = (tmp / ".tokens").resolve()
         scratch.mkdir()
         shards = {split: [str(shard) for shard in list_shards(clean / split)] for split in SPLITS}
-        tokenised = {shard: str(scratch / f"train-{i:05d}") for i, shard in enumerate(shards["train"])}
+        tokenised = {shard: str(scratch / f"train-{i:05d}") for i, shard in enumerate(shards["train"]) if p.jieba}
         counter = TokenCounter()
-        counting = (pool.submit(count_shard, shard, p.jieba, tokenised[shard]) for shard in shards["train"])
+        counting = (pool.submit(count_shard, shard, p.jieba, tokenised.get(shard)) for shard in shards["train"])
         for counts in in_order(counting, window):
             counter.add_table(counts)
         tokens = select_tokens(counter.table(), p.min_freq, p.max_size)
@@ -75,10 +76,11 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
     return stats
 
 
-def count_shard(shard: str, use_jieba: bool, tokenised: str) -> pa.Table:
-    """Token counts of one train shard (runs in a worker); its tokens are saved to `tokenised`."""
+def count_shard(shard: str, use_jieba: bool, tokenised: str | None = None) -> pa.Table:
+    """Token counts of one train shard (runs in a worker); its tokens are saved to `tokenised` if given."""
     tokens = shard_tokens(shard, use_jieba)
-    save_token_codes(Path(tokenised), tokens)
+    if tokenised:
+        save_token_codes(Path(tokenised), tokens)
     counter = TokenCounter()
     counter.add(tokens)
     return counter.table()
