@@ -1,4 +1,5 @@
-"""Normalisation and tokenisation, vectorised over Arrow string arrays (Arrow compute and numpy).
+"""Normalisation and tokenisation over Arrow string arrays: compiled passes (`textrnn.kernels`) over the
+UTF-8 buffer, Arrow compute for the rare rows those leave, numpy around them.
 
 The same functions run in `clean`, `vocab` and torch-free inference, so a text is tokenised exactly as
 it was in training.

@@ -1,4 +1,4 @@
-"""Build, save and load the vocabulary; encode token lists into ids (vectorised, Arrow + numpy)."""
+"""Build, save and load the vocabulary; encode tokens into ids (Arrow, numpy and compiled loops)."""
 
 from __future__ import annotations
 
