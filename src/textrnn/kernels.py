@@ -222,27 +222,39 @@ def normalise_common(data, offsets, valid, flags, needs_utf8proc, lower, collaps
 
 
 @njit(cache=True, nogil=True)
-def _row_token_counts(data, offsets, classes, separator, word):
-    """Tokens per row as int64 row offsets, and how many tokens are longer than one character."""
-    n = len(offsets) - 1
-    row_tokens = np.zeros(n + 1, np.int64)
-    t = longer = 0
-    for r in range(n):
+def _scan_tokens(data, offsets, classes, separator, word, fill, every_span, row_tokens, first, long_index,
+                 long_starts, long_ends, starts, ends):
+    """The one loop over the tokens of every row, run twice by `token_spans`: first to count (`fill`
+    false: only `row_tokens` is written), then to fill the arrays allocated at the counted sizes. Returns
+    (tokens, tokens longer than one character)."""
+    t = w = 0
+    for r in range(len(offsets) - 1):
         i, end = offsets[r], offsets[r + 1]
-        run = 0  # characters of the word being read
         while i < end:
             cp, size = _decode(data, i)
-            i += size
             cls = classes[cp]
+            start = i
+            i += size
+            if cls == separator:
+                continue
+            chars = 1
             if cls == word:
-                run += 1
-                t += run == 1
-                longer += run == 2
-            else:
-                run = 0
-                t += cls != separator
+                while i < end:
+                    nxt, size = _decode(data, i)
+                    if classes[nxt] != word:
+                        break
+                    i += size
+                    chars += 1
+            if fill:
+                first[t] = cp
+                if chars > 1:
+                    long_index[w], long_starts[w], long_ends[w] = t, start, i
+                if every_span:
+                    starts[t], ends[t] = start, i
+            w += chars > 1
+            t += 1
         row_tokens[r + 1] = t
-    return row_tokens, longer
+    return t, w
 
 
 @njit(cache=True, nogil=True)
@@ -254,38 +266,16 @@ def token_spans(data, offsets, classes, separator, word, every_span):
     index of every token longer than one character, where each of those starts and ends in `data`, and
     where every token starts and ends if `every_span`, else empty arrays). Counted first, so every array
     is allocated at its size."""
-    row_tokens, longer = _row_token_counts(data, offsets, classes, separator, word)
-    tokens = row_tokens[-1]
-    first = np.empty(tokens, np.int64)
-    long_index = np.empty(longer, np.int64)
+    row_tokens = np.zeros(len(offsets), np.int64)
+    none = np.empty(0, np.int64)
+    tokens, longer = _scan_tokens(data, offsets, classes, separator, word, False, False, row_tokens, none, none,
+                                  none, none, none, none)
+    first, long_index = np.empty(tokens, np.int64), np.empty(longer, np.int64)
     long_starts, long_ends = np.empty(longer, np.int64), np.empty(longer, np.int64)
     spans = tokens if every_span else 0
     starts, ends = np.empty(spans, np.int64), np.empty(spans, np.int64)
-    t = w = 0
-    for r in range(len(offsets) - 1):
-        i, end = offsets[r], offsets[r + 1]
-        while i < end:
-            cp, size = _decode(data, i)
-            cls = classes[cp]
-            if cls == separator:
-                i += size
-                continue
-            start, first[t] = i, cp
-            i += size
-            if cls == word:
-                chars = 1
-                while i < end:
-                    nxt, size = _decode(data, i)
-                    if classes[nxt] != word:
-                        break
-                    i += size
-                    chars += 1
-                if chars > 1:
-                    long_index[w], long_starts[w], long_ends[w] = t, start, i
-                    w += 1
-            if every_span:
-                starts[t], ends[t] = start, i
-            t += 1
+    _scan_tokens(data, offsets, classes, separator, word, True, every_span, row_tokens, first, long_index,
+                 long_starts, long_ends, starts, ends)
     return row_tokens, first, long_index, long_starts, long_ends, starts, ends
 
 

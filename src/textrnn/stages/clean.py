@@ -65,7 +65,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         staging = tmp_out / ".staging"
         staging.mkdir()
         # Absolute paths: the workers of a Dask cluster do not share this process's working directory.
-        staged = [(staging / f"part-{i:05d}.arrow").resolve() for i in range(len(shards))]
+        staged = [(staging / shard_name(i)).with_suffix(".arrow").resolve() for i in range(len(shards))]
         index_prefix = (staging / "index").resolve()
         prepare_normaliser()  # before the workers fork: they share the tables
         with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
