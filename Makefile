@@ -16,7 +16,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 setup: $(STAMP)
 
 # torch first, from the local CPU wheel, then the project with torch pinned on the same line.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/textrnn/_kernels.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

@@ -69,9 +69,9 @@ _SHARED = ("config.py", "io.py", "pipeline.py")
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("ingest", (), ("raw",), ("ingest",), ("stages/ingest.py", "sources.py", "lenient.py"), _ingest),
     StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",),
-              ("stages/clean.py", "cleaning.py", "text.py", "kernels.py", "parallel.py"), _clean),
+              ("stages/clean.py", "cleaning.py", "text.py", "kernels.py", "_kernels.pyx", "parallel.py"), _clean),
     StageSpec("vocab", ("clean",), ("vocab",), ("vocab",),
-              ("stages/vocab.py", "vocab.py", "text.py", "kernels.py", "data.py"), _vocab),
+              ("stages/vocab.py", "vocab.py", "text.py", "kernels.py", "_kernels.pyx", "data.py"), _vocab),
     StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"),
               ("stages/train.py", "training.py", "model.py", "data.py", "ddp_train.py"), _train),
     StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",),

@@ -122,6 +122,16 @@ def test_text_hashes_equal_pandas_hashes_of_the_python_strings(texts):
                                   pd.util.hash_array(strings, hash_key=_HASH_KEY, categorize=False).astype(np.uint64))
 
 
+def test_text_hashes_equal_pandas_hashes_for_every_length_of_the_last_block():
+    # SipHash reads 8 bytes at a time and folds the rest into the last block: every remainder, and a
+    # sliced array (its rows start inside the buffer), must hash as pandas does.
+    texts = ["".join(chr(0x61 + (i * 7 + k) % 26) if k % 5 else "中" for k in range(i)) for i in range(70)]
+    strings = np.array(texts, dtype=object)
+    expected = pd.util.hash_array(strings, hash_key=_HASH_KEY, categorize=False).astype(np.uint64)
+    np.testing.assert_array_equal(text_hashes(pa.array(texts, pa.string())), expected)
+    np.testing.assert_array_equal(text_hashes(pa.array(texts, pa.string()).slice(3, 40)), expected[3:43])
+
+
 def test_text_hash_of_a_text_does_not_depend_on_its_neighbours():
     alone = text_hashes(pa.array(["hello"]))[0]
     among = text_hashes(pa.array(["x", "y", "hello", "z"]))[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -342,3 +343,13 @@ def test_the_compiled_pass_takes_the_common_rows():
         text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.ones(3, bool), flags, *tables)
     assert not uncommon.any()
     assert normalise(texts, DEFAULT).to_pylist() == ["这个手机 xxnum 元,very good!", "第 xxnum 版 很好", "été xxnum kg"]
+
+
+def test_a_build_of_the_kernels_older_than_their_source_is_refused(tmp_path):
+    from textrnn import kernels
+
+    kernels.check_build_is_current()  # this checkout's build matches its source
+    edited = tmp_path / "_kernels.pyx"
+    edited.write_bytes((Path(kernels.__file__).with_name("_kernels.pyx")).read_bytes() + b"\n# edited\n")
+    with pytest.raises(ImportError, match="make setup"):
+        kernels.check_build_is_current(edited)

@@ -1,0 +1,15 @@
+"""The compiled kernels (Cython); everything else about the package is in pyproject.toml."""
+
+import hashlib
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+SOURCE = Path("src/textrnn/_kernels.pyx")
+# Compiled into the module, so that importing a build older than the source fails (see textrnn.kernels).
+SOURCE_MD5 = hashlib.md5(SOURCE.read_bytes()).hexdigest()
+
+kernels = Extension("textrnn._kernels", [str(SOURCE)], extra_compile_args=["-O3"],
+                    define_macros=[("TEXTRNN_KERNELS_SOURCE_MD5", f'"{SOURCE_MD5}"')])
+setup(ext_modules=cythonize([kernels], compiler_directives={"language_level": 3}))

@@ -1,0 +1,475 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Compiled single-pass loops over a string array's UTF-8 bytes (Cython, built when the package is
+installed): the common rows' normalisation, the cut into tokens, the text hash, and the small loops of
+encoding and counting. `textrnn.kernels` is their Python face; see it for why they exist.
+
+Every loop runs without the GIL on raw pointers into arrays allocated (at their final size, or grown) by
+the Python-level function that calls it. Bounds are not checked: each loop writes only within what its
+caller allocated from a count or a bound, which the comments name.
+"""
+
+import numpy as np
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+# Set by setup.py: the md5 of this file when it was compiled, so a stale build is caught on import.
+cdef extern from *:
+    const char *TEXTRNN_KERNELS_SOURCE_MD5
+
+SOURCE_MD5 = TEXTRNN_KERNELS_SOURCE_MD5.decode("ascii")
+
+cdef enum:
+    # Flags of `normalise_common`: which steps of the normalisation are on.
+    FLAG_NFKC = 1
+    FLAG_LOWERCASE = 2
+    FLAG_STRIP_HTML = 4
+    FLAG_PLACEHOLDERS = 8
+    FULL_WIDTH_FIRST = 0xFF01
+    FULL_WIDTH_LAST = 0xFF5E
+    FULL_WIDTH_SHIFT = 0xFEE0
+    IDEOGRAPHIC_SPACE = 0x3000
+    # The longest a row can grow: a one-digit number becomes ' xxnum '.
+    MAX_GROWTH = 7
+
+NFKC, LOWERCASE, STRIP_HTML, PLACEHOLDERS = FLAG_NFKC, FLAG_LOWERCASE, FLAG_STRIP_HTML, FLAG_PLACEHOLDERS
+
+cdef const char *PLACEHOLDER_WORD = b"xxnum"
+cdef int PLACEHOLDER_LENGTH = 5
+
+
+cdef inline const uint8_t *_bytes_of(const uint8_t[::1] values) noexcept nogil:
+    """The first element's address, or NULL for an empty array (which is then never read)."""
+    return &values[0] if values.shape[0] else NULL
+
+
+cdef inline uint8_t *_writable_bytes_of(uint8_t[::1] values) noexcept nogil:
+    return &values[0] if values.shape[0] else NULL
+
+
+cdef inline int64_t *_int64s_of(int64_t[::1] values) noexcept nogil:
+    return &values[0] if values.shape[0] else NULL
+
+
+def _as_bytes(values):
+    """A bool or uint8 array's bytes as uint8 (a view, no copy)."""
+    values = np.ascontiguousarray(values)
+    return values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8, copy=False)
+
+
+cdef inline int32_t _decode(const uint8_t *data, int64_t i, int *size) noexcept nogil:
+    """The code point starting at byte i of valid UTF-8; its length in bytes goes to `size`."""
+    cdef int32_t b = data[i]
+    if b < 0x80:
+        size[0] = 1
+        return b
+    if b < 0xE0:
+        size[0] = 2
+        return ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
+    if b < 0xF0:
+        size[0] = 3
+        return ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
+    size[0] = 4
+    return (((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6)
+            | (data[i + 3] & 0x3F))
+
+
+cdef inline int64_t _encode(uint8_t *out, int64_t pos, int32_t cp) noexcept nogil:
+    """Write code point cp as UTF-8 at out[pos]; returns the position after it."""
+    if cp < 0x80:
+        out[pos] = cp
+        return pos + 1
+    if cp < 0x800:
+        out[pos] = 0xC0 | (cp >> 6)
+        out[pos + 1] = 0x80 | (cp & 0x3F)
+        return pos + 2
+    if cp < 0x10000:
+        out[pos] = 0xE0 | (cp >> 12)
+        out[pos + 1] = 0x80 | ((cp >> 6) & 0x3F)
+        out[pos + 2] = 0x80 | (cp & 0x3F)
+        return pos + 3
+    out[pos] = 0xF0 | (cp >> 18)
+    out[pos + 1] = 0x80 | ((cp >> 12) & 0x3F)
+    out[pos + 2] = 0x80 | ((cp >> 6) & 0x3F)
+    out[pos + 3] = 0x80 | (cp & 0x3F)
+    return pos + 4
+
+
+cdef inline bint _is_digit(int32_t cp) noexcept nogil:
+    return 0x30 <= cp <= 0x39
+
+
+cdef inline bint _is_word(int32_t cp) noexcept nogil:
+    """RE2's \\w, which decides its \\b: ASCII letters, digits and the underscore."""
+    return _is_digit(cp) or 0x41 <= cp <= 0x5A or 0x61 <= cp <= 0x7A or cp == 0x5F
+
+
+cdef inline int32_t _full_width_as_ascii(int32_t cp) noexcept nogil:
+    """Full-width forms and the ideographic space mapped as NFKC maps them; any other code point as is."""
+    if FULL_WIDTH_FIRST <= cp <= FULL_WIDTH_LAST:
+        return cp - FULL_WIDTH_SHIFT
+    return 0x20 if cp == IDEOGRAPHIC_SPACE else cp
+
+
+cdef inline int32_t _mapped(const uint8_t *data, int64_t i, bint nfkc, int *size) noexcept nogil:
+    """The code point at byte i (full-width forms mapped if `nfkc`); its length in bytes goes to `size`."""
+    cdef int32_t cp = _decode(data, i, size)
+    return _full_width_as_ascii(cp) if nfkc else cp
+
+
+cdef int64_t _number_end(const uint8_t *data, int64_t i, int64_t end, bint nfkc) noexcept nogil:
+    """Where RE2's leftmost-first match of \\b[0-9]+(?:[.,][0-9]+)*\\b starting at digit i ends, or -1.
+
+    Between two digits there is never a word boundary, so the candidate ends are the ends of the digit
+    runs; the greedy match backtracks to the longest candidate followed by a non-word character."""
+    cdef int64_t best = -1
+    cdef int size, after_size
+    cdef int32_t cp
+    while True:
+        while i < end:  # a run of digits
+            cp = _mapped(data, i, nfkc, &size)
+            if not _is_digit(cp):
+                break
+            i += size
+        if i == end:
+            return i
+        cp = _mapped(data, i, nfkc, &size)
+        if not _is_word(cp):
+            best = i
+        if (cp != 0x2E and cp != 0x2C) or i + size >= end:
+            return best
+        if not _is_digit(_mapped(data, i + size, nfkc, &after_size)):
+            return best
+        i += size
+
+
+cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int flags, const uint8_t *needs_utf8proc,
+                            const int32_t *lower, const uint8_t *collapsible, const uint8_t *trimmed,
+                            uint8_t *out, int64_t pos) noexcept nogil:
+    """Normalise one row into out[pos:] (room for MAX_GROWTH bytes per input byte); returns the position
+    after it, or -1 if the row holds HTML, a URL, an e-mail or a character needing utf8proc (left to the
+    Arrow passes)."""
+    cdef bint nfkc = (flags & FLAG_NFKC) != 0, lowercase = (flags & FLAG_LOWERCASE) != 0
+    cdef bint strip_html = (flags & FLAG_STRIP_HTML) != 0, placeholders = (flags & FLAG_PLACEHOLDERS) != 0
+    cdef int64_t start = pos, number_end, last
+    cdef bint in_run = False
+    cdef bint prev_word = False  # whether the character before is one of RE2's word characters (for \b)
+    cdef int ws = 0  # w or W characters just before: 'www.' is where a URL match can start
+    cdef int size, slash_size, second_size, k
+    cdef int32_t cp
+    while i < end:
+        cp = _decode(data, i, &size)
+        if nfkc:
+            if needs_utf8proc[cp]:  # never a full-width form: those are mapped here
+                return -1
+            cp = _full_width_as_ascii(cp)
+        if strip_html and (cp == 0x3C or cp == 0x26):
+            return -1
+        if placeholders:
+            if cp == 0x40 or (cp == 0x2E and ws >= 3):
+                return -1
+            if cp == 0x3A and i + size < end:
+                if (_mapped(data, i + size, nfkc, &slash_size) == 0x2F and i + size + slash_size < end
+                        and _mapped(data, i + size + slash_size, nfkc, &second_size) == 0x2F):
+                    return -1
+            ws = ws + 1 if (cp == 0x77 or cp == 0x57) else 0
+            if _is_digit(cp) and not prev_word:
+                number_end = _number_end(data, i, end, nfkc)
+                if number_end >= 0:
+                    # ' xxnum ': a space joins the run before it and is not written at the start of a row.
+                    if not in_run and pos > start:
+                        out[pos] = 0x20
+                        pos += 1
+                    for k in range(PLACEHOLDER_LENGTH):
+                        out[pos] = PLACEHOLDER_WORD[k]
+                        pos += 1
+                    out[pos] = 0x20
+                    pos += 1
+                    i, in_run, prev_word, ws = number_end, True, True, 0
+                    continue
+        prev_word = _is_word(cp)
+        if lowercase:
+            cp = lower[cp]
+        if collapsible[cp]:  # a run of spaces and control characters becomes one space
+            if not in_run and pos > start:
+                out[pos] = 0x20
+                pos += 1
+            in_run = True
+        elif pos > start or not trimmed[cp]:  # nothing trimmable at the start of a row
+            pos = _encode(out, pos, cp)
+            in_run = False
+        i += size
+    while pos > start:  # trim the end: step back over the last character while it is trimmable
+        last = pos - 1
+        while (out[last] & 0xC0) == 0x80:  # a continuation byte
+            last -= 1
+        cp = _decode(out, last, &size)
+        if not trimmed[cp]:
+            break
+        pos = last
+    return pos
+
+
+cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_t n, const uint8_t *valid,
+                             int flags, const uint8_t *needs_utf8proc, const int32_t *lower,
+                             const uint8_t *collapsible, const uint8_t *trimmed, uint8_t *out, int64_t capacity,
+                             int64_t *out_offsets, uint8_t *uncommon, int64_t row, int64_t *pos) noexcept nogil:
+    """Normalise rows from `row` on while the next surely fits in `out`; returns the next row (and
+    leaves the position in `pos`)."""
+    cdef int64_t start, end, written
+    while row < n:
+        start, end = offsets[row], offsets[row + 1]
+        if pos[0] + MAX_GROWTH * (end - start) > capacity:
+            break
+        if valid[row]:
+            written = _normalise_row(data, start, end, flags, needs_utf8proc, lower, collapsible, trimmed, out,
+                                     pos[0])
+            if written < 0:
+                uncommon[row] = True
+            else:
+                pos[0] = written
+        out_offsets[row + 1] = pos[0]
+        row += 1
+    return row
+
+
+def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid, int flags, needs_utf8proc,
+                     const int32_t[::1] lower, collapsible, trimmed):
+    """Normalise every row that holds no HTML, URL, e-mail or character needing utf8proc.
+
+    Returns (UTF-8 bytes, int64 offsets, uncommon): the rows flagged uncommon (and null rows) are left
+    empty here, for the Arrow passes to normalise. The output buffer starts a quarter larger than the
+    input (normalised text is rarely longer) and doubles when a row might not fit."""
+    cdef int64_t n = offsets.shape[0] - 1
+    cdef const uint8_t[::1] valid_v = _as_bytes(valid)
+    cdef const uint8_t[::1] needs_v = _as_bytes(needs_utf8proc)
+    cdef const uint8_t[::1] collapsible_v = _as_bytes(collapsible)
+    cdef const uint8_t[::1] trimmed_v = _as_bytes(trimmed)
+    out = np.empty(len(data) + len(data) // 4 + 64, np.uint8)
+    out_offsets = np.zeros(n + 1, np.int64)
+    uncommon = np.zeros(n, np.bool_)
+    cdef uint8_t[::1] out_v = out
+    cdef int64_t[::1] out_offsets_v = out_offsets
+    cdef uint8_t[::1] uncommon_v = uncommon.view(np.uint8)
+    cdef int64_t row = 0, pos = 0, longest
+    while True:
+        with nogil:
+            row = _normalise_rows(_bytes_of(data), &offsets[0], n, _bytes_of(valid_v), flags, &needs_v[0],
+                                  &lower[0], &collapsible_v[0], &trimmed_v[0], &out_v[0], out_v.shape[0],
+                                  &out_offsets_v[0], _writable_bytes_of(uncommon_v), row, &pos)
+        if row == n:
+            return out[:pos], out_offsets, uncommon
+        longest = MAX_GROWTH * (offsets[row + 1] - offsets[row])
+        bigger = np.empty(max(2 * len(out), pos + longest + 64), np.uint8)
+        bigger[:pos] = out[:pos]
+        out = bigger
+        out_v = out
+
+
+cdef (int64_t, int64_t) _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t rows,
+                                     const uint8_t *classes, int separator, int word, bint fill, bint every_span,
+                                     int64_t *row_tokens, int64_t *first, int64_t *long_index,
+                                     int64_t *long_starts, int64_t *long_ends, int64_t *starts,
+                                     int64_t *ends) noexcept nogil:
+    """The one loop over the tokens of every row, run twice by `token_spans`: first to count (`fill`
+    false: only `row_tokens` is written), then to fill the arrays allocated at the counted sizes. Returns
+    (tokens, tokens longer than one character)."""
+    cdef int64_t t = 0, w = 0, r, i, end, start, chars
+    cdef int size, next_size
+    cdef int32_t cp, cls
+    for r in range(rows):
+        i, end = offsets[r], offsets[r + 1]
+        while i < end:
+            cp = _decode(data, i, &size)
+            cls = classes[cp]
+            start = i
+            i += size
+            if cls == separator:
+                continue
+            chars = 1
+            if cls == word:
+                while i < end and classes[_decode(data, i, &next_size)] == word:
+                    i += next_size
+                    chars += 1
+            if fill:
+                first[t] = cp
+                if chars > 1:
+                    long_index[w], long_starts[w], long_ends[w] = t, start, i
+                if every_span:
+                    starts[t], ends[t] = start, i
+            w += chars > 1
+            t += 1
+        row_tokens[r + 1] = t
+    return t, w
+
+
+def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
+                int word, bint every_span):
+    """The tokens of every row: a run of `word`-class code points is one token, every other code point
+    that is not a `separator` is a token of its own; rows never join.
+
+    Returns (row offsets counted in tokens (int64), the first code point of every token (int64), the
+    index of every token longer than one character, where each of those starts and ends in `data`, and
+    where every token starts and ends if `every_span`, else empty arrays). Counted first, so every array
+    is allocated at its size."""
+    cdef int64_t rows = offsets.shape[0] - 1
+    cdef int64_t tokens, longer
+    row_tokens = np.zeros(rows + 1, np.int64)
+    cdef int64_t[::1] row_tokens_v = row_tokens
+    with nogil:
+        tokens, longer = _scan_tokens(_bytes_of(data), &offsets[0], rows, &classes[0], separator, word, False,
+                                      False, &row_tokens_v[0], NULL, NULL, NULL, NULL, NULL, NULL)
+    spans = tokens if every_span else 0
+    arrays = [np.empty(tokens, np.int64), np.empty(longer, np.int64), np.empty(longer, np.int64),
+              np.empty(longer, np.int64), np.empty(spans, np.int64), np.empty(spans, np.int64)]
+    cdef int64_t[::1] first = arrays[0], long_index = arrays[1], long_starts = arrays[2], long_ends = arrays[3]
+    cdef int64_t[::1] starts = arrays[4], ends = arrays[5]
+    with nogil:
+        _scan_tokens(_bytes_of(data), &offsets[0], rows, &classes[0], separator, word, True, every_span,
+                     &row_tokens_v[0], _int64s_of(first), _int64s_of(long_index), _int64s_of(long_starts),
+                     _int64s_of(long_ends), _int64s_of(starts), _int64s_of(ends))
+    return (row_tokens, *arrays)
+
+
+def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64_t[::1] ends):
+    """The bytes of the spans [starts[i], ends[i]) back to back, and their int64 offsets."""
+    cdef Py_ssize_t i, n = starts.shape[0]
+    offsets = np.zeros(n + 1, np.int64)
+    cdef int64_t[::1] offsets_v = offsets
+    for i in range(n):
+        offsets_v[i + 1] = offsets_v[i] + ends[i] - starts[i]
+    out = np.empty(offsets_v[n], np.uint8)
+    cdef uint8_t[::1] out_v = out
+    cdef int64_t k
+    with nogil:
+        for i in range(n):
+            for k in range(ends[i] - starts[i]):
+                out_v[offsets_v[i] + k] = data[starts[i] + k]
+    return out, offsets
+
+
+ctypedef fused ids_t:
+    int32_t
+    int64_t
+
+
+def first_of_each_row(const ids_t[::1] values, const int64_t[::1] offsets, int64_t limit):
+    """The first `limit` values of every row (row i is values[offsets[i]:offsets[i+1]]), and the new
+    int64 offsets."""
+    cdef Py_ssize_t r, n = offsets.shape[0] - 1
+    cdef int64_t k
+    new_offsets = np.zeros(n + 1, np.int64)
+    cdef int64_t[::1] new_v = new_offsets
+    for r in range(n):
+        new_v[r + 1] = new_v[r] + min(offsets[r + 1] - offsets[r], limit)
+    if ids_t is int32_t:
+        out = np.empty(new_v[n], np.int32)
+    else:
+        out = np.empty(new_v[n], np.int64)
+    cdef ids_t[::1] out_v = out
+    with nogil:
+        for r in range(n):
+            for k in range(new_v[r + 1] - new_v[r]):
+                out_v[new_v[r] + k] = values[offsets[r] + k]
+    return out, new_offsets
+
+
+ctypedef fused codes_t:
+    int32_t
+    int64_t
+
+
+def count_below(int64_t[::1] counts, const codes_t[::1] codes, int64_t limit):
+    """counts[c] += 1 for every code c below `limit` (one-character tokens; the rest are words)."""
+    cdef Py_ssize_t i
+    cdef int64_t c
+    with nogil:
+        for i in range(codes.shape[0]):
+            c = codes[i]
+            if c < limit:
+                counts[c] += 1
+
+
+def ids_of_codes(const codes_t[::1] codes, const int32_t[::1] point_ids, const int32_t[::1] word_ids,
+                 int64_t word_base):
+    """The id of every token code: a code below `word_base` is a code point (point_ids), the others
+    index the batch's words (word_ids)."""
+    cdef Py_ssize_t i
+    cdef int64_t c
+    ids = np.empty(codes.shape[0], np.int32)
+    cdef int32_t[::1] ids_v = ids
+    with nogil:
+        for i in range(codes.shape[0]):
+            c = codes[i]
+            ids_v[i] = point_ids[c] if c < word_base else word_ids[c - word_base]
+    return ids
+
+
+cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
+    return (x << b) | (x >> (64 - b))
+
+
+cdef inline uint64_t _le64(const uint8_t *p) noexcept nogil:
+    cdef uint64_t x = 0
+    cdef int k
+    for k in range(8):
+        x |= (<uint64_t>p[k]) << (8 * k)
+    return x
+
+
+cdef inline void _sip_round(uint64_t *v) noexcept nogil:
+    v[0] += v[1]; v[1] = _rotl(v[1], 13); v[1] ^= v[0]; v[0] = _rotl(v[0], 32)
+    v[2] += v[3]; v[3] = _rotl(v[3], 16); v[3] ^= v[2]
+    v[0] += v[3]; v[3] = _rotl(v[3], 21); v[3] ^= v[0]
+    v[2] += v[1]; v[1] = _rotl(v[1], 17); v[1] ^= v[2]; v[2] = _rotl(v[2], 32)
+
+
+cdef uint64_t _siphash24(const uint8_t *data, int64_t length, uint64_t k0, uint64_t k1) noexcept nogil:
+    """SipHash-2-4 of data[:length] (the reference algorithm, as pandas implements it)."""
+    cdef uint64_t v[4]
+    cdef uint64_t m, b = (<uint64_t>length) << 56
+    cdef int64_t i, whole = length - (length & 7)
+    cdef int k
+    v[0], v[1] = 0x736F6D6570736575ULL ^ k0, 0x646F72616E646F6DULL ^ k1
+    v[2], v[3] = 0x6C7967656E657261ULL ^ k0, 0x7465646279746573ULL ^ k1
+    for i in range(0, whole, 8):
+        m = _le64(data + i)
+        v[3] ^= m
+        _sip_round(v)
+        _sip_round(v)
+        v[0] ^= m
+    for k in range(length & 7):
+        b |= (<uint64_t>data[whole + k]) << (8 * k)
+    v[3] ^= b
+    _sip_round(v)
+    _sip_round(v)
+    v[0] ^= b
+    v[2] ^= 0xFF
+    for k in range(4):
+        _sip_round(v)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+cdef inline uint64_t _splitmix64_finaliser(uint64_t x) noexcept nogil:
+    x ^= x >> 30
+    x *= 0xBF58476D1CE4E5B9ULL
+    x ^= x >> 27
+    x *= 0x94D049BB133111EBULL
+    return x ^ (x >> 31)
+
+
+def hash_rows(const uint8_t[::1] data, const int64_t[::1] offsets, bytes key):
+    """`pandas.util.hash_array(values, hash_key=key, categorize=False)` of every row's bytes: SipHash-2-4
+    keyed by the 16-byte `key`, then the splitmix64 finaliser that pandas applies (a test compares the
+    two). One pass over the buffer, without a Python bytes object per row."""
+    if len(key) != 16:
+        raise ValueError("the hash key must be 16 bytes")
+    cdef const uint8_t *key_bytes = key
+    cdef uint64_t k0 = _le64(key_bytes), k1 = _le64(key_bytes + 8)
+    cdef Py_ssize_t r, n = offsets.shape[0] - 1
+    hashes = np.empty(n, np.uint64)
+    cdef uint64_t[::1] hashes_v = hashes
+    cdef const uint8_t *base = _bytes_of(data)
+    with nogil:
+        for r in range(n):
+            hashes_v[r] = _splitmix64_finaliser(_siphash24(base + offsets[r], offsets[r + 1] - offsets[r], k0, k1))
+    return hashes
