@@ -24,6 +24,10 @@ cdef enum:
     FLAG_LOWERCASE = 2
     FLAG_STRIP_HTML = 4
     FLAG_PLACEHOLDERS = 8
+    # What `normalise_common` did with a row (see DONE below).
+    ROW_DONE = 0
+    ROW_LEFT_TO_ARROW = 1
+    ROW_NFKC_FIRST = 2
     FULL_WIDTH_FIRST = 0xFF01
     FULL_WIDTH_LAST = 0xFF5E
     FULL_WIDTH_SHIFT = 0xFEE0
@@ -32,6 +36,9 @@ cdef enum:
     MAX_GROWTH = 7
 
 NFKC, LOWERCASE, STRIP_HTML, PLACEHOLDERS = FLAG_NFKC, FLAG_LOWERCASE, FLAG_STRIP_HTML, FLAG_PLACEHOLDERS
+# What `normalise_common` did with a row: normalised it, or left it for the Arrow passes, or for utf8proc's
+# NFKC first (the row holds a character the pass cannot map).
+DONE, LEFT_TO_ARROW, NFKC_FIRST = ROW_DONE, ROW_LEFT_TO_ARROW, ROW_NFKC_FIRST
 
 cdef const char *PLACEHOLDER_WORD = b"xxnum"
 cdef int PLACEHOLDER_LENGTH = 5
@@ -146,8 +153,8 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
                             const int32_t *lower, const uint8_t *collapsible, const uint8_t *trimmed,
                             uint8_t *out, int64_t pos) noexcept nogil:
     """Normalise one row into out[pos:] (room for MAX_GROWTH bytes per input byte); returns the position
-    after it, or -1 if the row holds HTML, a URL, an e-mail or a character needing utf8proc (left to the
-    Arrow passes)."""
+    after it, or -LEFT_TO_ARROW if the row holds HTML, a URL or an e-mail, or -NFKC_FIRST if it holds a
+    character whose NFKC needs utf8proc (whichever comes first)."""
     cdef bint nfkc = (flags & FLAG_NFKC) != 0, lowercase = (flags & FLAG_LOWERCASE) != 0
     cdef bint strip_html = (flags & FLAG_STRIP_HTML) != 0, placeholders = (flags & FLAG_PLACEHOLDERS) != 0
     cdef int64_t start = pos, number_end, last
@@ -160,17 +167,17 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
         cp = _decode(data, i, &size)
         if nfkc:
             if needs_utf8proc[cp]:  # never a full-width form: those are mapped here
-                return -1
+                return -ROW_NFKC_FIRST
             cp = _full_width_as_ascii(cp)
         if strip_html and (cp == 0x3C or cp == 0x26):
-            return -1
+            return -ROW_LEFT_TO_ARROW
         if placeholders:
             if cp == 0x40 or (cp == 0x2E and ws >= 3):
-                return -1
+                return -ROW_LEFT_TO_ARROW
             if cp == 0x3A and i + size < end:
                 if (_mapped(data, i + size, nfkc, &slash_size) == 0x2F and i + size + slash_size < end
                         and _mapped(data, i + size + slash_size, nfkc, &second_size) == 0x2F):
-                    return -1
+                    return -ROW_LEFT_TO_ARROW
             ws = ws + 1 if (cp == 0x77 or cp == 0x57) else 0
             if _is_digit(cp) and not prev_word:
                 number_end = _number_end(data, i, end, nfkc)
@@ -212,7 +219,7 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
 cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_t n, const uint8_t *valid,
                              int flags, const uint8_t *needs_utf8proc, const int32_t *lower,
                              const uint8_t *collapsible, const uint8_t *trimmed, uint8_t *out, int64_t capacity,
-                             int64_t *out_offsets, uint8_t *uncommon, int64_t row, int64_t *pos) noexcept nogil:
+                             int64_t *out_offsets, uint8_t *status, int64_t row, int64_t *pos) noexcept nogil:
     """Normalise rows from `row` on while the next surely fits in `out`; returns the next row (and
     leaves the position in `pos`)."""
     cdef int64_t start, end, written
@@ -224,7 +231,7 @@ cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_
             written = _normalise_row(data, start, end, flags, needs_utf8proc, lower, collapsible, trimmed, out,
                                      pos[0])
             if written < 0:
-                uncommon[row] = True
+                status[row] = -written
             else:
                 pos[0] = written
         out_offsets[row + 1] = pos[0]
@@ -236,8 +243,8 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
                      const int32_t[::1] lower, collapsible, trimmed):
     """Normalise every row that holds no HTML, URL, e-mail or character needing utf8proc.
 
-    Returns (UTF-8 bytes, int64 offsets, uncommon): the rows flagged uncommon (and null rows) are left
-    empty here, for the Arrow passes to normalise. The output buffer starts a quarter larger than the
+    Returns (UTF-8 bytes, int64 offsets, status per row (uint8): DONE, LEFT_TO_ARROW or NFKC_FIRST); the
+    rows not DONE (and null rows) are left empty here. The output buffer starts a quarter larger than the
     input (normalised text is rarely longer) and doubles when a row might not fit."""
     cdef int64_t n = offsets.shape[0] - 1
     cdef const uint8_t[::1] valid_v = _as_bytes(valid)
@@ -246,18 +253,18 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
     cdef const uint8_t[::1] trimmed_v = _as_bytes(trimmed)
     out = np.empty(len(data) + len(data) // 4 + 64, np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
-    uncommon = np.zeros(n, np.bool_)
+    status = np.zeros(n, np.uint8)
     cdef uint8_t[::1] out_v = out
     cdef int64_t[::1] out_offsets_v = out_offsets
-    cdef uint8_t[::1] uncommon_v = uncommon.view(np.uint8)
+    cdef uint8_t[::1] status_v = status
     cdef int64_t row = 0, pos = 0, longest
     while True:
         with nogil:
             row = _normalise_rows(_bytes_of(data), &offsets[0], n, _bytes_of(valid_v), flags, &needs_v[0],
                                   &lower[0], &collapsible_v[0], &trimmed_v[0], &out_v[0], out_v.shape[0],
-                                  &out_offsets_v[0], _writable_bytes_of(uncommon_v), row, &pos)
+                                  &out_offsets_v[0], _writable_bytes_of(status_v), row, &pos)
         if row == n:
-            return out[:pos], out_offsets, uncommon
+            return out[:pos], out_offsets, status
         longest = MAX_GROWTH * (offsets[row + 1] - offsets[row])
         bigger = np.empty(max(2 * len(out), pos + longest + 64), np.uint8)
         bigger[:pos] = out[:pos]

@@ -2,40 +2,131 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from textrnn.io import read_json, write_json_into
+from textrnn.io import read_json, start_writeback, write_json_into
 
 _FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}
 
 
 def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> dict:
     """Stream encoded chunks (ids, offsets, labels, unknown-token count) into flat binary files."""
-    folder.mkdir(parents=True)
-    rows, tokens, unknown = 0, 0, 0
-    length_counts = np.zeros(1, np.int64)  # rows per length: percentiles without keeping every row's length
-    with open(folder / "ids.bin", "wb") as ids_f, open(folder / "offsets.bin", "wb") as off_f, \
-            open(folder / "labels.bin", "wb") as lab_f:
-        off_f.write(np.zeros(1, np.int64).tobytes())
+    with _SplitWriter(folder) as writer:
         for ids, offsets, labels, n_unknown in chunks:
-            # The arrays' own buffers are written (no copy where the dtype is already right).
-            ids_f.write(np.ascontiguousarray(ids, np.int32))
-            off_f.write(np.ascontiguousarray(offsets[1:] + tokens, np.int64))
-            lab_f.write(np.ascontiguousarray(labels, np.int64))
-            length_counts = _add_counts(length_counts, np.bincount(np.diff(offsets)))
-            rows += len(labels)
-            tokens += len(ids)
-            unknown += n_unknown
-    pct = percentiles_of_counts(length_counts, [50, 90, 99, 100]) if rows else [0, 0, 0, 0]
-    stats = {"rows": rows, "tokens": tokens, "oov_rate": round(unknown / tokens, 6) if tokens else 0.0,
-             "length_p50": pct[0], "length_p90": pct[1], "length_p99": pct[2], "length_max": pct[3]}
-    write_json_into(folder, "meta.json", {"rows": rows, "tokens": tokens,
-                                          "dtypes": {k: np.dtype(v).name for k, v in _FILES.items()}})
-    return stats
+            writer.add(ids, offsets, labels, n_unknown)
+    return writer.stats
+
+
+@dataclass(frozen=True)
+class EncodedPart:
+    """One chunk's encoding in files beside `prefix` (ids, offsets without the leading 0, labels), written by
+    a worker so that only this summary travels back to the process that joins the parts."""
+
+    prefix: str
+    rows: int
+    tokens: int
+    unknown: int
+    length_counts: np.ndarray
+
+
+def write_encoded_part(prefix: str, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+                       n_unknown: int) -> EncodedPart:
+    arrays = _typed(ids, offsets, labels)
+    for name, array in zip(_FILES, arrays):
+        array.tofile(f"{prefix}.{name}.bin")
+    return EncodedPart(prefix, len(labels), len(ids), n_unknown, np.bincount(np.diff(offsets)))
+
+
+def join_encoded_parts(folder: Path, parts: Iterable[EncodedPart]) -> dict:
+    """The split from its parts in order: ids and labels are copied file to file by the kernel (no trip
+    through this process), offsets are shifted by the tokens before them."""
+    with _SplitWriter(folder) as writer:
+        for part in parts:
+            writer.add_part(part)
+    return writer.stats
+
+
+def _typed(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays as written: int32 ids, int64 offsets without the leading 0, int64 labels (no copy where
+    the dtype is already right)."""
+    return (np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(offsets[1:], np.int64),
+            np.ascontiguousarray(labels, np.int64))
+
+
+class _SplitWriter:
+    """Appends chunks to a split's flat files and gathers its stats (rows per length: percentiles without
+    keeping every row's length)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.rows = self.tokens = self.unknown = 0
+        self.length_counts = np.zeros(1, np.int64)
+
+    def __enter__(self) -> _SplitWriter:
+        self.folder.mkdir(parents=True)
+        self._open = contextlib.ExitStack()
+        self.files = {name: self._open.enter_context(open(self.folder / f"{name}.bin", "wb", buffering=0))  # noqa: SIM115
+                      for name in _FILES}
+        _write_all(self.files["offsets"], np.zeros(1, np.int64))
+        return self
+
+    def add(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, n_unknown: int) -> None:
+        ids, ends, labels = _typed(ids, offsets, labels)
+        _write_all(self.files["ids"], ids)
+        _write_all(self.files["offsets"], ends + self.tokens)
+        _write_all(self.files["labels"], labels)
+        self._count(len(labels), len(ids), n_unknown, np.bincount(np.diff(offsets)))
+
+    def add_part(self, part: EncodedPart) -> None:
+        _append_file(self.files["ids"], f"{part.prefix}.ids.bin")
+        _write_all(self.files["offsets"], np.fromfile(f"{part.prefix}.offsets.bin", np.int64) + self.tokens)
+        _append_file(self.files["labels"], f"{part.prefix}.labels.bin")
+        self._count(part.rows, part.tokens, part.unknown, part.length_counts)
+
+    def _count(self, rows: int, tokens: int, unknown: int, length_counts: np.ndarray) -> None:
+        self.length_counts = _add_counts(self.length_counts, length_counts)
+        self.rows, self.tokens, self.unknown = self.rows + rows, self.tokens + tokens, self.unknown + unknown
+
+    def __exit__(self, *exc) -> None:
+        self._open.close()
+        if exc[0] is not None:
+            return
+        for name in _FILES:
+            start_writeback(self.folder / f"{name}.bin")
+        rows, tokens = self.rows, self.tokens
+        pct = percentiles_of_counts(self.length_counts, [50, 90, 99, 100]) if rows else [0, 0, 0, 0]
+        self.stats = {"rows": rows, "tokens": tokens, "oov_rate": round(self.unknown / tokens, 6) if tokens else 0.0,
+                      "length_p50": pct[0], "length_p90": pct[1], "length_p99": pct[2], "length_max": pct[3]}
+        write_json_into(self.folder, "meta.json", {"rows": rows, "tokens": tokens,
+                                                   "dtypes": {k: np.dtype(v).name for k, v in _FILES.items()}})
+
+
+def _write_all(handle, array: np.ndarray) -> None:
+    """An array's own buffer, written whole (an unbuffered file may take a write in several calls)."""
+    view = memoryview(array).cast("B")
+    while view:
+        view = view[handle.write(view):]
+
+
+def _append_file(handle, path: str) -> None:
+    """The file at `path` appended to `handle`, copied inside the kernel where it can (copy_file_range)."""
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        try:
+            while size:
+                copied = os.copy_file_range(source.fileno(), handle.fileno(), size)
+                if copied == 0:
+                    raise OSError("copy_file_range copied nothing")
+                size -= copied
+        except OSError:  # a file system or kernel without it: copy through this process
+            shutil.copyfileobj(source, handle)
 
 
 def _add_counts(total: np.ndarray, more: np.ndarray) -> np.ndarray:

@@ -18,8 +18,11 @@ from pathlib import Path
 
 try:
     from textrnn._kernels import (
+        DONE,
+        LEFT_TO_ARROW,
         LOWERCASE,
         NFKC,
+        NFKC_FIRST,
         PLACEHOLDERS,
         SOURCE_MD5,
         STRIP_HTML,
@@ -35,8 +38,8 @@ except ImportError as err:  # a checkout that was never installed
     raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
                       "(or `pip install -e .`) in the project folder") from err
 
-__all__ = ["LOWERCASE", "NFKC", "PLACEHOLDERS", "STRIP_HTML", "count_below", "first_of_each_row", "gather_spans",
-           "hash_rows", "ids_of_codes", "normalise_common", "token_spans"]
+__all__ = ["DONE", "LEFT_TO_ARROW", "LOWERCASE", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "count_below",
+           "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "normalise_common", "token_spans"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

@@ -7,6 +7,7 @@ it was in training.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import unicodedata
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     """Normalise a string array; null stays null. Never truncates (callers decide what too long means).
 
     Most rows hold no HTML, URL, e-mail or character that needs utf8proc's NFKC: one compiled pass
-    normalises those (`kernels.normalise_common`); the Arrow passes normalise the others."""
+    normalises those (`kernels.normalise_common`), and `_normalise_rows_left` the others."""
     out = texts if pa.types.is_string(texts.type) else texts.cast(pa.string())
     if len(out) == 0:
         return _normalise_with_arrow(out, s)
@@ -60,12 +61,28 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     flags = ((kernels.NFKC if s.nfkc else 0) | (kernels.LOWERCASE if s.lowercase else 0)
              | (kernels.STRIP_HTML if s.strip_html else 0) | (kernels.PLACEHOLDERS if s.placeholders else 0))
     valid = np.ones(len(out), bool) if out.null_count == 0 else pc.is_valid(out).to_numpy(zero_copy_only=False)
-    data, offsets, uncommon = kernels.normalise_common(_utf8_bytes(out), _row_offsets(out), valid, flags, *tables)
+    data, offsets, status = kernels.normalise_common(_utf8_bytes(out), _row_offsets(out), valid, flags, *tables)
     common = _string_array(len(out), offsets, data, out.buffers()[0], out.null_count)
-    rows = np.flatnonzero(uncommon)
-    if len(rows) == 0:
+    left = status != kernels.DONE
+    if not left.any():
         return common
-    return pc.replace_with_mask(common, pa.array(uncommon), _normalise_with_arrow(out.take(rows), s))
+    return pc.replace_with_mask(common, pa.array(left), _normalise_rows_left(out, status, s))
+
+
+def _normalise_rows_left(texts: pa.StringArray, status: np.ndarray, s: Normalisation) -> pa.Array:
+    """The rows the compiled pass left, normalised, in row order. A row stopped by a character that needs
+    utf8proc's NFKC (an ellipsis '…' is three dots) takes utf8proc's NFKC, then the compiled pass again
+    with NFKC off: NFKC is the first step, so the rest on its result is the whole normalisation. Rows with
+    HTML, a URL or an e-mail (first, or after that NFKC) take the Arrow passes."""
+    nfkc_first = np.flatnonzero(status == kernels.NFKC_FIRST)
+    to_arrow = np.flatnonzero(status == kernels.LEFT_TO_ARROW)
+    parts = []
+    if len(to_arrow):
+        parts.append(_normalise_with_arrow(texts.take(to_arrow), s))
+    if len(nfkc_first):
+        parts.append(normalise(pc.utf8_normalize(texts.take(nfkc_first), "NFKC"), dataclasses.replace(s, nfkc=False)))
+    order = np.argsort(np.concatenate([to_arrow, nfkc_first]), kind="stable")
+    return pa.concat_arrays(parts).take(order)
 
 
 def _normalise_with_arrow(texts: pa.StringArray, s: Normalisation) -> pa.Array:

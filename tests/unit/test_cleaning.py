@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from textrnn.cleaning import (
     assign_split,
     check_rows,
     distinct_keys,
+    reason_names,
     save_keys,
     text_hashes,
 )
@@ -42,64 +44,69 @@ def test_good_row_is_normalised_and_gets_its_label_id():
     text, label_ids, reason = check_rows(raw_batch(("Good  PHONE", "pos"), ("bad", "neg")), rules())
     assert text.to_pylist() == ["good phone", "bad"]
     assert label_ids.tolist() == [1, 0]
-    assert reason.tolist() == [None, None]
+    assert reason_names(reason).tolist() == [None, None]
 
 
 def test_empty_and_whitespace_only_and_null_text_are_empty():
     batch = raw_batch(("", "pos"), ("  \t ", "pos"), (None, "pos"), ("<br>", "pos"))
     _, label_ids, reason = check_rows(batch, rules())
-    assert reason.tolist() == ["empty"] * 4
+    assert reason_names(reason).tolist() == ["empty"] * 4
     assert label_ids.tolist() == [-1] * 4
 
 
 def test_text_shorter_than_min_chars_is_too_short():
     _, _, reason = check_rows(raw_batch(("ab", "pos"), ("abc", "pos")), rules(min_chars=3))
-    assert reason.tolist() == ["too_short", None]
+    assert reason_names(reason).tolist() == ["too_short", None]
 
 
 def test_too_long_with_drop_rejects_the_row():
     text, label_ids, reason = check_rows(raw_batch(("x" * 11, "pos"), ("x" * 10, "pos")),
                                          rules(max_chars=10, too_long="drop"))
-    assert reason.tolist() == ["too_long", None]
+    assert reason_names(reason).tolist() == ["too_long", None]
     assert label_ids.tolist() == [-1, 1]
 
 
 def test_too_long_with_truncate_keeps_the_row_cut_to_max_chars():
     text, label_ids, reason = check_rows(raw_batch(("这个手机非常非常好用", "pos")), rules(max_chars=4))
-    assert reason.tolist() == [None]
+    assert reason_names(reason).tolist() == [None]
     assert text.to_pylist() == ["这个手机"]
     assert label_ids.tolist() == [1]
 
 
 def test_null_or_blank_label_is_missing_label():
     _, _, reason = check_rows(raw_batch(("fine", None), ("fine", ""), ("fine", "pos")), rules())
-    assert reason.tolist() == ["missing_label", "missing_label", None]
+    assert reason_names(reason).tolist() == ["missing_label", "missing_label", None]
 
 
 def test_label_outside_the_allowed_set_is_unknown_label():
     _, label_ids, reason = check_rows(raw_batch(("fine", "meh"), ("fine", "POS")), rules())
-    assert reason.tolist() == ["unknown_label", "unknown_label"]
+    assert reason_names(reason).tolist() == ["unknown_label", "unknown_label"]
     assert label_ids.tolist() == [-1, -1]
+
+
+def test_an_unknown_reader_error_is_refused_with_its_text():
+    with pytest.raises(ValueError, match="'disk on fire'"):
+        check_rows(raw_batch(("fine", "pos", "disk on fire"),), rules())
 
 
 def test_reader_error_is_carried_over_and_wins_over_other_reasons():
     batch = raw_batch((None, "pos", "bad_utf8"), ("lonely field", None, "bad_field_count"))
     _, label_ids, reason = check_rows(batch, rules())
-    assert reason.tolist() == ["bad_utf8", "bad_field_count"]
+    assert reason_names(reason).tolist() == ["bad_utf8", "bad_field_count"]
     assert label_ids.tolist() == [-1, -1]
 
 
 def test_empty_wins_over_a_missing_label():
     _, _, reason = check_rows(raw_batch(("", None),), rules())
-    assert reason.tolist() == ["empty"]
+    assert reason_names(reason).tolist() == ["empty"]
 
 
 def test_every_reason_is_a_known_reason_code():
     batch = raw_batch(("ok text", "pos"), ("", "pos"), ("a", "pos"), ("x" * 30, "pos"), ("fine", None),
                       ("fine", "meh"), (None, "pos", "bad_utf8"))
     _, _, reason = check_rows(batch, rules(min_chars=2, too_long="drop"))
-    assert {r for r in reason.tolist() if r is not None} <= set(REASONS)
-    assert reason.tolist()[0] is None
+    assert {r for r in reason_names(reason).tolist() if r is not None} <= set(REASONS)
+    assert reason_names(reason).tolist()[0] is None
 
 
 def test_text_hashes_are_deterministic_and_differ_between_texts():
@@ -200,8 +207,30 @@ def test_dedup_keeps_the_first_copy_across_chunks():
     h2, l2, k2 = keys_of(["b", "c", "a"], [0, 0, 1])
     index = DedupIndex.from_chunks([k1, k2])
     assert len(index) == 3
-    assert index.decide(0, h1, l1 >= 0).tolist() == [None, None, "duplicate"]
-    assert index.decide(1, h2, l2 >= 0).tolist() == ["duplicate", None, "duplicate"]
+    assert reason_names(index.decide(0, h1, l1 >= 0)).tolist() == [None, None, "duplicate"]
+    assert reason_names(index.decide(1, h2, l2 >= 0)).tolist() == ["duplicate", None, "duplicate"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=30),
+       labels=st.lists(st.sampled_from([-1, 0, 0, 1]), min_size=30, max_size=30))
+def test_dedup_keeps_exactly_the_first_usable_row_of_each_text_in_a_chunk(texts, labels):
+    # The rows are looked up in hash order; which row of a text is kept must still follow row order.
+    hashes, label_ids, keys = keys_of(texts, labels[: len(texts)])
+    names = reason_names(DedupIndex.from_chunks([keys]).decide(0, hashes, label_ids >= 0)).tolist()
+    label_of: dict[str, set] = {}
+    for text, label in zip(texts, label_ids.tolist()):
+        if label >= 0:
+            label_of.setdefault(text, set()).add(label)
+    seen: set[str] = set()
+    for text, label, name in zip(texts, label_ids.tolist(), names):
+        if label < 0:
+            assert name is None
+        elif len(label_of[text]) > 1:
+            assert name == "label_conflict"
+        else:
+            assert name == (None if text not in seen else "duplicate")
+            seen.add(text)
 
 
 def test_dedup_decisions_do_not_depend_on_the_order_chunks_are_decided_in(tmp_path):
@@ -214,22 +243,22 @@ def test_dedup_decisions_do_not_depend_on_the_order_chunks_are_decided_in(tmp_pa
     expected = [[None, None], ["duplicate", None, "duplicate"], ["duplicate", "duplicate", None]]
     for i in reversed(range(3)):
         hashes, labels, _ = chunks[i]
-        assert index.decide(i, hashes, labels >= 0).tolist() == expected[i]
-        assert mapped.decide(i, hashes, labels >= 0).tolist() == expected[i]
+        assert reason_names(index.decide(i, hashes, labels >= 0)).tolist() == expected[i]
+        assert reason_names(mapped.decide(i, hashes, labels >= 0)).tolist() == expected[i]
 
 
 def test_dedup_of_a_text_under_two_labels_keeps_neither_copy():
     h1, l1, k1 = keys_of(["same text", "other"], [1, 0])
     h2, l2, k2 = keys_of(["same text"], [0])
     index = DedupIndex.from_chunks([k1, k2])
-    assert index.decide(0, h1, l1 >= 0).tolist() == ["label_conflict", None]
-    assert index.decide(1, h2, l2 >= 0).tolist() == ["label_conflict"]
+    assert reason_names(index.decide(0, h1, l1 >= 0)).tolist() == ["label_conflict", None]
+    assert reason_names(index.decide(1, h2, l2 >= 0)).tolist() == ["label_conflict"]
 
 
 def test_dedup_leaves_unusable_rows_alone():
     hashes, labels, keys = keys_of(["a", "a"], [-1, 1])
     index = DedupIndex.from_chunks([keys])
-    assert index.decide(0, hashes, labels >= 0).tolist() == [None, None]
+    assert reason_names(index.decide(0, hashes, labels >= 0)).tolist() == [None, None]
 
 
 def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_one(tmp_path):

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from textrnn.data import (
     EncodedSplit,
     bucketed_batches,
+    join_encoded_parts,
     padding_fraction,
     percentiles_of_counts,
     sequential_batches,
+    write_encoded_part,
     write_encoded_split,
 )
 
@@ -54,6 +56,17 @@ def test_written_split_files_have_the_documented_dtypes(split_dir):
     assert (folder / "ids.bin").stat().st_size == 10 * 4
     assert (folder / "offsets.bin").stat().st_size == 6 * 8
     assert (folder / "labels.bin").stat().st_size == 5 * 8
+
+
+def test_a_split_joined_from_part_files_equals_the_split_written_from_memory(split_dir, tmp_path):
+    # Workers write their chunk's encoding to files and the parent joins them file to file (an empty
+    # part included): the bytes and stats must be those of writing the same chunks from memory.
+    folder, stats = split_dir
+    chunks = [chunk(ROWS_A, [0, 1, 0], unknown=0), chunk([], []), chunk(ROWS_B, [1, 1], unknown=1)]
+    parts = [write_encoded_part(str(tmp_path / f"part-{i}"), *c) for i, c in enumerate(chunks)]
+    assert join_encoded_parts(tmp_path / "joined", parts) == stats
+    for name in ("ids.bin", "offsets.bin", "labels.bin", "meta.json"):
+        assert (tmp_path / "joined" / name).read_bytes() == (folder / name).read_bytes()
 
 
 def test_empty_split_round_trips(tmp_path):

@@ -319,8 +319,8 @@ def test_normalise_gives_what_its_passes_give_on_every_row(texts, start):
 
 compiled_pass_text = st.lists(st.one_of(
     st.characters(blacklist_categories=("Cs",)),
-    st.sampled_from(list("0123456789.,_ aZé中ÉΣİⅧǅ@<&:/wW\t\x85\u1680\u2028\u200b１Ａ，\u3000\u0301")
-                    + ["www.", "WwW.", "://", "1.2", "3,4.", "12a", "a1", "_9", "9_", "1.2a", "  "])),
+    st.sampled_from(list("0123456789.,_ aZé中ÉΣİⅧǅ@<&:/wW\t\x85\u1680\u2028\u200b１Ａ，\u3000\u0301…①℃ﬁ½™＠")
+                    + ["www.", "WwW.", "://", "1.2", "3,4.", "12a", "a1", "_9", "9_", "1.2a", "  ", "ww…", "1…2"])),
     max_size=24).map("".join)
 
 
@@ -339,10 +339,23 @@ def test_the_compiled_pass_takes_the_common_rows():
     texts = pa.array(["这个手机１２３元，Very GOOD！", "第2.5版  很好\t", "ÉTÉ 3,5 kg"], pa.string())
     tables = text_module._normalisation_tables()
     flags = text_module.kernels.NFKC | text_module.kernels.LOWERCASE | text_module.kernels.PLACEHOLDERS
-    _, _, uncommon = text_module.kernels.normalise_common(
+    _, _, status = text_module.kernels.normalise_common(
         text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.ones(3, bool), flags, *tables)
-    assert not uncommon.any()
+    assert (status == text_module.kernels.DONE).all()
     assert normalise(texts, DEFAULT).to_pylist() == ["这个手机 xxnum 元,very good!", "第 xxnum 版 很好", "été xxnum kg"]
+
+
+def test_rows_with_a_character_needing_utf8proc_take_its_nfkc_then_the_compiled_pass():
+    # '…' is NFKC's '...', '①' its '1' (a number then), 'ﬁ' its 'fi'; 'www…' becomes 'www...', where a
+    # URL can start: that row goes on to the Arrow passes. Every row must equal the Arrow passes' result.
+    texts = pa.array(["等了很久…终于到了", "第①名", "ﬁne", "www…", "<b>…</b>", None], pa.string())
+    tables = text_module._normalisation_tables()
+    _, _, status = text_module.kernels.normalise_common(
+        text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.array([True] * 5 + [False]),
+        15, *tables)
+    assert status.tolist() == [text_module.kernels.NFKC_FIRST] * 4 + [text_module.kernels.LEFT_TO_ARROW, 0]
+    assert normalise(texts, DEFAULT).equals(text_module._normalise_with_arrow(texts, DEFAULT))
+    assert normalise(texts, DEFAULT).to_pylist()[:3] == ["等了很久...终于到了", "第 xxnum 名", "fine"]
 
 
 def test_a_build_of_the_kernels_older_than_their_source_is_refused(tmp_path):

@@ -23,12 +23,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from textrnn.cleaning import (
+    BAD_FIELD_COUNT,
+    BAD_UTF8,
+    EMPTY,
+    KEPT,
+    REASONS,
     SPLITS,
     DedupIndex,
     RowRules,
     assign_split,
     check_rows,
     distinct_keys,
+    reason_names,
     save_keys,
     text_hashes,
 )
@@ -46,7 +52,7 @@ REJECT_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("sour
 # The raw text is not staged: only rejects need it, and write_shard reads those rows back from the raw shard.
 _STAGED = pa.schema([("text", pa.string()), ("label", pa.string()),
                      ("label_id", pa.int32()), ("source", pa.string()), ("row", pa.int64()),
-                     ("hash", pa.uint64()), ("reason", pa.string())])
+                     ("hash", pa.uint64()), ("reason", pa.uint8())])
 
 
 def rules_from(p: CleanParams, labels: tuple[str, ...]) -> RowRules:
@@ -101,7 +107,7 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
         hashes = text_hashes(text)
         columns = [text, batch.column("label"), pa.array(label_ids, pa.int32()),
                    batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
-                   pa.array(reason, pa.string())]
+                   pa.array(reason, pa.uint8())]
         staged_table = pa.Table.from_arrays(columns, schema=_STAGED)
     else:
         staged_table, hashes, label_ids = _STAGED.empty_table(), np.empty(0, np.uint64), np.empty(0, np.int32)
@@ -131,11 +137,16 @@ def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index
 
 
 def _final_reasons(staged_table: pa.Table, hashes: np.ndarray, shard: int, index: DedupIndex) -> np.ndarray:
-    """The final reason of every row of a staged shard (None = kept): its own, else the index's."""
-    reason = staged_table.column("reason").to_numpy(zero_copy_only=False).astype(object)
-    usable = np.equal(reason, None)
+    """The final reason code of every row of a staged shard (KEPT or why not): its own, else the index's."""
+    reason = staged_table.column("reason").to_numpy().copy()  # (the staged file is mapped read-only)
+    usable = reason == KEPT
     reason[usable] = index.decide(shard, hashes, usable)[usable]
     return reason
+
+
+# A rejected text that was never normalised into anything has no split.
+_WITHOUT_TEXT = (BAD_UTF8, BAD_FIELD_COUNT, EMPTY)
+_NO_SPLIT = len(SPLITS)
 
 
 def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanParams, out: str,
@@ -147,8 +158,7 @@ def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanPa
     hashes = staged_table.column("hash").to_numpy()
     reason = _final_reasons(staged_table, hashes, shard, DedupIndex.load(index_prefix))
     split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)
-    split_names = np.array(SPLITS, dtype=object)[split]
-    keep = np.equal(reason, None)
+    keep = reason == KEPT
     kept, rejected = Counter(), Counter()
     for s, name in enumerate(SPLITS):
         rows = np.flatnonzero(keep & (split == s))
@@ -157,17 +167,21 @@ def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanPa
         kept[name] += len(rows)
     rows = np.flatnonzero(~keep)
     if len(rows):
-        # A rejected text that was never normalised into anything has no split.
-        row_reason = reason[rows].astype(str)
-        has_text = ~np.isin(row_reason, ["bad_utf8", "bad_field_count", "empty"])
-        reject_split = np.where(has_text, split_names[rows], None)
+        row_reason = reason[rows]
+        row_split = np.where(np.isin(row_reason, _WITHOUT_TEXT), _NO_SPLIT, split[rows])
         raw_text = pq.read_table(raw, columns=["text"]).column("text").take(rows)
-        _write_rejects(Path(rejects) / shard_name(shard), raw_text, staged_table.take(rows), row_reason, reject_split)
-        keys, counts = np.unique(np.char.add(np.char.add(row_reason, "/"),
-                                             np.where(has_text, split_names[rows], "none").astype(str)),
-                                 return_counts=True)
-        rejected.update(dict(zip(keys.tolist(), counts.tolist())))
+        _write_rejects(Path(rejects) / shard_name(shard), raw_text, staged_table.take(rows), row_reason, row_split)
+        rejected.update(_count_by_reason_and_split(row_reason, row_split))
     return kept, rejected, staged_table.num_rows
+
+
+def _count_by_reason_and_split(reason: np.ndarray, split: np.ndarray) -> dict[str, int]:
+    """{'reason/split': rows} ('none' for the rows without a split), counted as integer pairs."""
+    width = _NO_SPLIT + 1
+    pairs, counts = np.unique(reason.astype(np.int64) * width + split, return_counts=True)
+    split_names = (*SPLITS, "none")
+    return {f"{REASONS[pair // width - 1]}/{split_names[pair % width]}": n
+            for pair, n in zip(pairs.tolist(), counts.tolist())}
 
 
 def _write_kept(path: Path, staged: pa.Table) -> None:
@@ -177,8 +191,9 @@ def _write_kept(path: Path, staged: pa.Table) -> None:
 
 def _write_rejects(path: Path, raw_text: pa.ChunkedArray, staged: pa.Table, reason: np.ndarray,
                    split: np.ndarray) -> None:
+    split_names = np.array([*SPLITS, None], dtype=object)[split]
     columns = [raw_text, staged.column("label"), staged.column("source"), staged.column("row"),
-               pa.array(reason, pa.string()), pa.array(split, pa.string())]
+               pa.array(reason_names(reason), pa.string()), pa.array(split_names, pa.string())]
     write_table(path, pa.Table.from_arrays(columns, schema=REJECT_SCHEMA))
 
 

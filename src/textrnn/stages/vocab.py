@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
-from textrnn.data import write_encoded_split
+from textrnn.data import EncodedPart, join_encoded_parts, write_encoded_part
 from textrnn.io import atomic_dir, list_shards, read_json, read_shard, write_json_into
 from textrnn.parallel import in_order, make_executor
 from textrnn.text import (
@@ -51,10 +51,10 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
     tokeniser is faster than that write and read back, so without jieba every shard is tokenised again."""
     window = 2 * p.workers
     with atomic_dir(out) as tmp:
-        scratch = (tmp / ".tokens").resolve()
+        scratch = (tmp / ".scratch").resolve()
         scratch.mkdir()
         shards = {split: [str(shard) for shard in list_shards(clean / split)] for split in SPLITS}
-        tokenised = {shard: str(scratch / f"train-{i:05d}") for i, shard in enumerate(shards["train"]) if p.jieba}
+        tokenised = {shard: str(scratch / f"tokens-{i:05d}") for i, shard in enumerate(shards["train"]) if p.jieba}
         counter = TokenCounter()
         counting = (pool.submit(count_shard, shard, p.jieba, tokenised.get(shard)) for shard in shards["train"])
         for counts in in_order(counting, window):
@@ -64,11 +64,13 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
         stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
         write_json_into(tmp, "vocab.json", vocab.to_json())
         write_json_into(tmp, "labels.json", labels)
-        # One stream over every split's shards: the workers never wait at a split's end.
-        encoded = in_order((pool.submit(encode_shard, shard, vocab, tokenised.get(shard))
-                            for split in SPLITS for shard in shards[split]), window)
+        # One stream over every split's shards: the workers never wait at a split's end. Each writes its
+        # shard's encoding beside the others, and this process joins them file to file.
+        encoded = in_order((pool.submit(encode_shard, shard, vocab, str(scratch / f"{split}-{i:05d}"),
+                                        tokenised.get(shard))
+                            for split in SPLITS for i, shard in enumerate(shards[split])), window)
         for split in SPLITS:
-            stats["splits"][split] = write_encoded_split(tmp / split, itertools.islice(encoded, len(shards[split])))
+            stats["splits"][split] = join_encoded_parts(tmp / split, itertools.islice(encoded, len(shards[split])))
         write_json_into(tmp, "stats.json", stats)
         shutil.rmtree(scratch)
     log.info("vocab: %d tokens; %s", len(vocab),
@@ -91,11 +93,10 @@ def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
     return token_codes(read_shard(shard, columns=["text"]).column("text").combine_chunks(), use_jieba=use_jieba)
 
 
-def encode_shard(shard: str, vocab: Vocabulary,
-                 tokenised: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(ids, offsets, labels, unknown-token count) of one shard (runs in a worker), from its tokens saved
-    by `count_shard` where there are some."""
+def encode_shard(shard: str, vocab: Vocabulary, prefix: str, tokenised: str | None = None) -> EncodedPart:
+    """Encode one shard (runs in a worker) into files beside `prefix`, from its tokens saved by
+    `count_shard` where there are some."""
     tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
     ids, offsets = encode_tokens(tokens, vocab)
-    labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy().astype(np.int64)
-    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
+    labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy()
+    return write_encoded_part(prefix, ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID)))
