@@ -28,6 +28,12 @@ cdef enum:
     ROW_DONE = 0
     ROW_LEFT_TO_ARROW = 1
     ROW_NFKC_FIRST = 2
+    # Bits of a code point's traits (one table, so a character costs one lookup): what the normalisation
+    # does with it.
+    TRAIT_NEEDS_UTF8PROC = 1
+    TRAIT_COLLAPSIBLE = 2
+    TRAIT_TRIMMED = 4
+    TRAIT_LOWER_DIFFERS = 8
     FULL_WIDTH_FIRST = 0xFF01
     FULL_WIDTH_LAST = 0xFF5E
     FULL_WIDTH_SHIFT = 0xFEE0
@@ -39,6 +45,8 @@ NFKC, LOWERCASE, STRIP_HTML, PLACEHOLDERS = FLAG_NFKC, FLAG_LOWERCASE, FLAG_STRI
 # What `normalise_common` did with a row: normalised it, or left it for the Arrow passes, or for utf8proc's
 # NFKC first (the row holds a character the pass cannot map).
 DONE, LEFT_TO_ARROW, NFKC_FIRST = ROW_DONE, ROW_LEFT_TO_ARROW, ROW_NFKC_FIRST
+NEEDS_UTF8PROC, COLLAPSIBLE, TRIMMED, LOWER_DIFFERS = (TRAIT_NEEDS_UTF8PROC, TRAIT_COLLAPSIBLE, TRAIT_TRIMMED,
+                                                       TRAIT_LOWER_DIFFERS)
 
 cdef const char *PLACEHOLDER_WORD = b"xxnum"
 cdef int PLACEHOLDER_LENGTH = 5
@@ -50,10 +58,6 @@ cdef inline const uint8_t *_bytes_of(const uint8_t[::1] values) noexcept nogil:
 
 
 cdef inline uint8_t *_writable_bytes_of(uint8_t[::1] values) noexcept nogil:
-    return &values[0] if values.shape[0] else NULL
-
-
-cdef inline int64_t *_int64s_of(int64_t[::1] values) noexcept nogil:
     return &values[0] if values.shape[0] else NULL
 
 
@@ -149,9 +153,8 @@ cdef int64_t _number_end(const uint8_t *data, int64_t i, int64_t end, bint nfkc)
         i += size
 
 
-cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int flags, const uint8_t *needs_utf8proc,
-                            const int32_t *lower, const uint8_t *collapsible, const uint8_t *trimmed,
-                            uint8_t *out, int64_t pos) noexcept nogil:
+cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int flags, const uint8_t *traits,
+                            const int32_t *lower, uint8_t *out, int64_t pos) noexcept nogil:
     """Normalise one row into out[pos:] (room for MAX_GROWTH bytes per input byte); returns the position
     after it, or -LEFT_TO_ARROW if the row holds HTML, a URL or an e-mail, or -NFKC_FIRST if it holds a
     character whose NFKC needs utf8proc (whichever comes first)."""
@@ -162,13 +165,17 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
     cdef bint prev_word = False  # whether the character before is one of RE2's word characters (for \b)
     cdef int ws = 0  # w or W characters just before: 'www.' is where a URL match can start
     cdef int size, slash_size, second_size, k
-    cdef int32_t cp
+    cdef int32_t cp, mapped
+    cdef uint8_t trait
     while i < end:
         cp = _decode(data, i, &size)
+        trait = traits[cp]
         if nfkc:
-            if needs_utf8proc[cp]:  # never a full-width form: those are mapped here
+            if trait & TRAIT_NEEDS_UTF8PROC:  # never a full-width form: those are mapped here
                 return -ROW_NFKC_FIRST
-            cp = _full_width_as_ascii(cp)
+            mapped = _full_width_as_ascii(cp)
+            if mapped != cp:
+                cp, trait = mapped, traits[mapped]
         if strip_html and (cp == 0x3C or cp == 0x26):
             return -ROW_LEFT_TO_ARROW
         if placeholders:
@@ -194,14 +201,15 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
                     i, in_run, prev_word, ws = number_end, True, True, 0
                     continue
         prev_word = _is_word(cp)
-        if lowercase:
+        if lowercase and trait & TRAIT_LOWER_DIFFERS:
             cp = lower[cp]
-        if collapsible[cp]:  # a run of spaces and control characters becomes one space
+            trait = traits[cp]
+        if trait & TRAIT_COLLAPSIBLE:  # a run of spaces and control characters becomes one space
             if not in_run and pos > start:
                 out[pos] = 0x20
                 pos += 1
             in_run = True
-        elif pos > start or not trimmed[cp]:  # nothing trimmable at the start of a row
+        elif pos > start or not trait & TRAIT_TRIMMED:  # nothing trimmable at the start of a row
             pos = _encode(out, pos, cp)
             in_run = False
         i += size
@@ -210,15 +218,14 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
         while (out[last] & 0xC0) == 0x80:  # a continuation byte
             last -= 1
         cp = _decode(out, last, &size)
-        if not trimmed[cp]:
+        if not traits[cp] & TRAIT_TRIMMED:
             break
         pos = last
     return pos
 
 
 cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_t n, const uint8_t *valid,
-                             int flags, const uint8_t *needs_utf8proc, const int32_t *lower,
-                             const uint8_t *collapsible, const uint8_t *trimmed, uint8_t *out, int64_t capacity,
+                             int flags, const uint8_t *traits, const int32_t *lower, uint8_t *out, int64_t capacity,
                              int64_t *out_offsets, uint8_t *status, int64_t row, int64_t *pos) noexcept nogil:
     """Normalise rows from `row` on while the next surely fits in `out`; returns the next row (and
     leaves the position in `pos`)."""
@@ -228,8 +235,7 @@ cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_
         if pos[0] + MAX_GROWTH * (end - start) > capacity:
             break
         if valid[row]:
-            written = _normalise_row(data, start, end, flags, needs_utf8proc, lower, collapsible, trimmed, out,
-                                     pos[0])
+            written = _normalise_row(data, start, end, flags, traits, lower, out, pos[0])
             if written < 0:
                 status[row] = -written
             else:
@@ -239,8 +245,8 @@ cdef int64_t _normalise_rows(const uint8_t *data, const int64_t *offsets, int64_
     return row
 
 
-def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid, int flags, needs_utf8proc,
-                     const int32_t[::1] lower, collapsible, trimmed):
+def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid, int flags,
+                     const uint8_t[::1] traits, const int32_t[::1] lower):
     """Normalise every row that holds no HTML, URL, e-mail or character needing utf8proc.
 
     Returns (UTF-8 bytes, int64 offsets, status per row (uint8): DONE, LEFT_TO_ARROW or NFKC_FIRST); the
@@ -248,9 +254,6 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
     input (normalised text is rarely longer) and doubles when a row might not fit."""
     cdef int64_t n = offsets.shape[0] - 1
     cdef const uint8_t[::1] valid_v = _as_bytes(valid)
-    cdef const uint8_t[::1] needs_v = _as_bytes(needs_utf8proc)
-    cdef const uint8_t[::1] collapsible_v = _as_bytes(collapsible)
-    cdef const uint8_t[::1] trimmed_v = _as_bytes(trimmed)
     out = np.empty(len(data) + len(data) // 4 + 64, np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
     status = np.zeros(n, np.uint8)
@@ -260,8 +263,8 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
     cdef int64_t row = 0, pos = 0, longest
     while True:
         with nogil:
-            row = _normalise_rows(_bytes_of(data), &offsets[0], n, _bytes_of(valid_v), flags, &needs_v[0],
-                                  &lower[0], &collapsible_v[0], &trimmed_v[0], &out_v[0], out_v.shape[0],
+            row = _normalise_rows(_bytes_of(data), &offsets[0], n, _bytes_of(valid_v), flags, &traits[0],
+                                  &lower[0], &out_v[0], out_v.shape[0],
                                   &out_offsets_v[0], _writable_bytes_of(status_v), row, &pos)
         if row == n:
             return out[:pos], out_offsets, status
@@ -272,19 +275,21 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
         out_v = out
 
 
-cdef (int64_t, int64_t) _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t rows,
-                                     const uint8_t *classes, int separator, int word, bint fill, bint every_span,
-                                     int64_t *row_tokens, int64_t *first, int64_t *long_index,
-                                     int64_t *long_starts, int64_t *long_ends, int64_t *starts,
-                                     int64_t *ends) noexcept nogil:
-    """The one loop over the tokens of every row, run twice by `token_spans`: first to count (`fill`
-    false: only `row_tokens` is written), then to fill the arrays allocated at the counted sizes. Returns
-    (tokens, tokens longer than one character)."""
-    cdef int64_t t = 0, w = 0, r, i, end, start, chars
+cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t rows, int64_t row,
+                          const uint8_t *classes, int separator, int word, int64_t *row_tokens, int32_t *first,
+                          int64_t *starts, int64_t *ends, int64_t token_room, int64_t *long_index,
+                          int64_t *long_starts, int64_t *long_ends, int64_t long_room,
+                          int64_t *found) noexcept nogil:
+    """Cut the rows from `row` on into tokens while the next row surely fits in the arrays: a row of n bytes
+    has at most n tokens, at most n / 2 of them longer than one character. `found` holds the (tokens,
+    longer tokens) written so far; `starts` and `ends` are filled unless NULL. Returns the next row."""
+    cdef int64_t t = found[0], w = found[1], i, end, start, chars
     cdef int size, next_size
     cdef int32_t cp, cls
-    for r in range(rows):
-        i, end = offsets[r], offsets[r + 1]
+    while row < rows:
+        i, end = offsets[row], offsets[row + 1]
+        if t + (end - i) > token_room or w + (end - i) // 2 > long_room:
+            break
         while i < end:
             cp = _decode(data, i, &size)
             cls = classes[cp]
@@ -297,16 +302,24 @@ cdef (int64_t, int64_t) _scan_tokens(const uint8_t *data, const int64_t *offsets
                 while i < end and classes[_decode(data, i, &next_size)] == word:
                     i += next_size
                     chars += 1
-            if fill:
-                first[t] = cp
-                if chars > 1:
-                    long_index[w], long_starts[w], long_ends[w] = t, start, i
-                if every_span:
-                    starts[t], ends[t] = start, i
-            w += chars > 1
+            first[t] = cp
+            if chars > 1:
+                long_index[w], long_starts[w], long_ends[w] = t, start, i
+                w += 1
+            if starts != NULL:
+                starts[t], ends[t] = start, i
             t += 1
-        row_tokens[r + 1] = t
-    return t, w
+        row_tokens[row + 1] = t
+        row += 1
+    found[0], found[1] = t, w
+    return row
+
+
+def _grown(array, int64_t used, int64_t room):
+    """`array` with room for `room` items, its first `used` kept."""
+    bigger = np.empty(room, array.dtype)
+    bigger[:used] = array[:used]
+    return bigger
 
 
 def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
@@ -314,27 +327,42 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
     """The tokens of every row: a run of `word`-class code points is one token, every other code point
     that is not a `separator` is a token of its own; rows never join.
 
-    Returns (row offsets counted in tokens (int64), the first code point of every token (int64), the
+    Returns (row offsets counted in tokens (int64), the first code point of every token (int32), the
     index of every token longer than one character, where each of those starts and ends in `data`, and
-    where every token starts and ends if `every_span`, else empty arrays). Counted first, so every array
-    is allocated at its size."""
-    cdef int64_t rows = offsets.shape[0] - 1
-    cdef int64_t tokens, longer
+    where every token starts and ends if `every_span`, else empty arrays). One pass: the arrays start at
+    a guess from the byte count (Chinese text has a token per 3 bytes) and double when a row might not
+    fit; what is returned are views of their filled part."""
+    cdef int64_t rows = offsets.shape[0] - 1, row = 0, need
+    cdef int64_t token_room = data.shape[0] // 2 + 64, long_room = data.shape[0] // 8 + 64
+    cdef int64_t found[2]
+    found[0] = found[1] = 0
     row_tokens = np.zeros(rows + 1, np.int64)
-    cdef int64_t[::1] row_tokens_v = row_tokens
-    with nogil:
-        tokens, longer = _scan_tokens(_bytes_of(data), &offsets[0], rows, &classes[0], separator, word, False,
-                                      False, &row_tokens_v[0], NULL, NULL, NULL, NULL, NULL, NULL)
-    spans = tokens if every_span else 0
-    arrays = [np.empty(tokens, np.int64), np.empty(longer, np.int64), np.empty(longer, np.int64),
-              np.empty(longer, np.int64), np.empty(spans, np.int64), np.empty(spans, np.int64)]
-    cdef int64_t[::1] first = arrays[0], long_index = arrays[1], long_starts = arrays[2], long_ends = arrays[3]
-    cdef int64_t[::1] starts = arrays[4], ends = arrays[5]
-    with nogil:
-        _scan_tokens(_bytes_of(data), &offsets[0], rows, &classes[0], separator, word, True, every_span,
-                     &row_tokens_v[0], _int64s_of(first), _int64s_of(long_index), _int64s_of(long_starts),
-                     _int64s_of(long_ends), _int64s_of(starts), _int64s_of(ends))
-    return (row_tokens, *arrays)
+    first = np.empty(token_room, np.int32)
+    spans = [np.empty(token_room if every_span else 1, np.int64) for _ in range(2)]
+    longer = [np.empty(long_room, np.int64) for _ in range(3)]
+    cdef int64_t[::1] row_tokens_v = row_tokens, starts, ends, long_index, long_starts, long_ends
+    cdef int32_t[::1] first_v
+    while True:
+        first_v, (starts, ends), (long_index, long_starts, long_ends) = first, spans, longer
+        with nogil:
+            row = _scan_tokens(_bytes_of(data), &offsets[0], rows, row, &classes[0], separator, word,
+                               &row_tokens_v[0], &first_v[0], &starts[0] if every_span else NULL,
+                               &ends[0] if every_span else NULL, token_room, &long_index[0], &long_starts[0],
+                               &long_ends[0], long_room, found)
+        if row == rows:
+            break
+        need = offsets[row + 1] - offsets[row]
+        if found[0] + need > token_room:
+            token_room = max(2 * token_room, found[0] + need)
+            first = _grown(first, found[0], token_room)
+            if every_span:
+                spans = [_grown(array, found[0], token_room) for array in spans]
+        if found[1] + need // 2 > long_room:
+            long_room = max(2 * long_room, found[1] + need // 2)
+            longer = [_grown(array, found[1], long_room) for array in longer]
+    t, w = found[0], found[1]
+    span_arrays = [array[:t] for array in spans] if every_span else [np.empty(0, np.int64)] * 2
+    return (row_tokens, first[:t], *(array[:w] for array in longer), *span_arrays)
 
 
 def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64_t[::1] ends):
@@ -385,15 +413,18 @@ ctypedef fused codes_t:
     int64_t
 
 
-def count_below(int64_t[::1] counts, const codes_t[::1] codes, int64_t limit):
-    """counts[c] += 1 for every code c below `limit` (one-character tokens; the rest are words)."""
+def count_codes(int64_t[::1] point_counts, int64_t[::1] word_counts, const codes_t[::1] codes, int64_t word_base):
+    """Count every token code: a code below `word_base` is a code point (point_counts), the others index
+    the batch's words (word_counts)."""
     cdef Py_ssize_t i
     cdef int64_t c
     with nogil:
         for i in range(codes.shape[0]):
             c = codes[i]
-            if c < limit:
-                counts[c] += 1
+            if c < word_base:
+                point_counts[c] += 1
+            else:
+                word_counts[c - word_base] += 1
 
 
 def ids_of_codes(const codes_t[::1] codes, const int32_t[::1] point_ids, const int32_t[::1] word_ids,

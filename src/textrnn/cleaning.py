@@ -129,14 +129,15 @@ def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _collapse_with_chunks(hashes: np.ndarray, labels: np.ndarray,
                           chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_collapse`, and per distinct hash the first chunk it occurs in."""
+    """`_collapse`, and per distinct hash the first chunk it occurs in. A hash's rows agree on a label
+    when their lowest and highest labels are equal (MIXED is the lowest of all)."""
     if len(hashes) == 0:
         return np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, chunks.dtype)
-    order = np.lexsort((labels, hashes))
+    order = np.argsort(hashes)
     hashes, labels, chunks = hashes[order], labels[order], chunks[order]
     starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
-    first, last = labels[starts], labels[np.append(starts[1:], len(hashes)) - 1]
-    merged = np.where((first != last) | (first == MIXED), MIXED, first).astype(np.int32)
+    lowest, highest = np.minimum.reduceat(labels, starts), np.maximum.reduceat(labels, starts)
+    merged = np.where((lowest != highest) | (lowest == MIXED), MIXED, lowest).astype(np.int32)
     return hashes[starts], merged, np.minimum.reduceat(chunks, starts)
 
 

@@ -18,15 +18,19 @@ from pathlib import Path
 
 try:
     from textrnn._kernels import (
+        COLLAPSIBLE,
         DONE,
         LEFT_TO_ARROW,
+        LOWER_DIFFERS,
         LOWERCASE,
+        NEEDS_UTF8PROC,
         NFKC,
         NFKC_FIRST,
         PLACEHOLDERS,
         SOURCE_MD5,
         STRIP_HTML,
-        count_below,
+        TRIMMED,
+        count_codes,
         first_of_each_row,
         gather_spans,
         hash_rows,
@@ -38,8 +42,9 @@ except ImportError as err:  # a checkout that was never installed
     raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
                       "(or `pip install -e .`) in the project folder") from err
 
-__all__ = ["DONE", "LEFT_TO_ARROW", "LOWERCASE", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "count_below",
-           "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "normalise_common", "token_spans"]
+__all__ = ["COLLAPSIBLE", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST",
+           "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "first_of_each_row", "gather_spans", "hash_rows",
+           "ids_of_codes", "normalise_common", "token_spans"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

@@ -115,11 +115,12 @@ def _string_array(length: int, offsets: np.ndarray, data: np.ndarray, validity: 
 
 
 @functools.cache
-def _normalisation_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _normalisation_tables() -> tuple[np.ndarray, np.ndarray]:
     """Per code point, what the normalisation does to it, asked once of the engines that define each pass:
-    whether NFKC needs utf8proc (see `_nfkc_allowed_points`), its lower case (Arrow's utf8_lower maps
-    code point by code point), whether it is a space or control character of the space pass (RE2), and
-    whether Arrow's trim removes it."""
+    whether NFKC needs utf8proc (see `_nfkc_allowed_points`), whether it is a space or control character
+    of the space pass (RE2), whether Arrow's trim removes it, and whether lower-casing changes it, as bits
+    of one table (kernels.NEEDS_UTF8PROC...); and its lower case (Arrow's utf8_lower maps code point by
+    code point)."""
     points = _every_code_point()
     one_char = strings_of_code_points(points)
     needs_utf8proc = np.ones(len(points), bool)
@@ -130,7 +131,9 @@ def _normalisation_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     lower = _code_points(lowered).astype(np.int32)
     collapsible = pc.match_substring_regex(one_char, f"^{_SPACE_OR_CONTROL_RUN[:-1]}$").to_numpy(zero_copy_only=False)
     trimmed = pc.equal(pc.utf8_trim_whitespace(one_char), "").to_numpy(zero_copy_only=False)
-    return needs_utf8proc, lower, collapsible, trimmed
+    traits = (needs_utf8proc * kernels.NEEDS_UTF8PROC + collapsible * kernels.COLLAPSIBLE
+              + trimmed * kernels.TRIMMED + (lower != points) * kernels.LOWER_DIFFERS).astype(np.uint8)
+    return traits, lower
 
 
 def _every_code_point() -> np.ndarray:
@@ -304,7 +307,7 @@ class TokenCodes:
     """The tokens of a batch as integers, without a string per token: a one-character token is its code
     point; a longer one is WORD_CODE_BASE + its index in `words`, the batch's distinct longer tokens."""
 
-    codes: np.ndarray  # int64 (int32 once saved), one per token
+    codes: np.ndarray  # int32 (int64 from jieba's lists), one per token
     row_offsets: np.ndarray  # int64, rows + 1: row i's tokens are codes[row_offsets[i]:row_offsets[i+1]]
     words: pa.StringArray
 

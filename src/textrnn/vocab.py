@@ -96,11 +96,10 @@ class TokenCounter:
         self._compact_every = compact_every
 
     def add(self, tokens: TokenCodes) -> None:
-        kernels.count_below(self._points, tokens.codes, WORD_CODE_BASE)
+        word_counts = np.zeros(len(tokens.words), np.int64)
+        kernels.count_codes(self._points, word_counts, tokens.codes, WORD_CODE_BASE)
         if len(tokens.words):
-            words = tokens.codes[tokens.codes >= WORD_CODE_BASE] - WORD_CODE_BASE
-            counts = np.bincount(words, minlength=len(tokens.words))
-            self.add_table(pa.table({"token": tokens.words, "count": pa.array(counts, pa.int64())}))
+            self.add_table(pa.table({"token": tokens.words, "count": pa.array(word_counts, pa.int64())}))
 
     def add_table(self, counts: pa.Table) -> None:
         """Merge counts from elsewhere (another process's `table()`)."""
