@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import os
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +117,56 @@ def _string_array(length: int, offsets: np.ndarray, data: np.ndarray, validity: 
     return large.cast(pa.string())
 
 
+_TABLES_DIR = Path(__file__).with_name("__pycache__")
+
+
+def _remembered(build):
+    """`build`'s tables, asked of the engines once per installation rather than once per process (0.1-0.2 s
+    each, in every stage process): saved beside this module in __pycache__, as bytecode is, under a key of
+    all they depend on (this file, the compiled kernels' source, the pyarrow and numpy versions, Python's
+    Unicode database). A file that cannot be read is built again; where the folder cannot be written, the
+    tables are built each time."""
+
+    @functools.cache
+    @functools.wraps(build)
+    def remembered():
+        path = _TABLES_DIR / f"textrnn{build.__name__}-{_tables_key()}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = [saved[f"arr_{i}"] for i in range(len(saved.files) - 1)]
+                return tuple(arrays) if saved["is_tuple"] else arrays[0]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass
+        built = build()
+        _save_tables(path, built if isinstance(built, tuple) else (built,), isinstance(built, tuple))
+        return built
+
+    return remembered
+
+
 @functools.cache
+def _tables_key() -> str:
+    source = hashlib.md5(Path(__file__).read_bytes()).hexdigest()
+    parts = (source, kernels.SOURCE_MD5, pa.__version__, np.__version__, unicodedata.unidata_version)
+    return hashlib.md5(repr(parts).encode()).hexdigest()[:16]
+
+
+def _save_tables(path: Path, arrays: tuple[np.ndarray, ...], is_tuple: bool) -> None:
+    """Written under a name of its own, then renamed: a reader sees the whole file or none."""
+    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with open(temp, "wb") as handle:
+            np.savez(handle, *arrays, is_tuple=np.array(is_tuple))
+        os.replace(temp, path)
+        for stale in path.parent.glob(f"{path.name.rsplit('-', 1)[0]}-*.npz"):  # older keys: never read again
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError:  # a read-only installation: the tables are built each time
+        temp.unlink(missing_ok=True)
+
+
+@_remembered
 def _normalisation_tables() -> tuple[np.ndarray, np.ndarray]:
     """Per code point, what the normalisation does to it, asked once of the engines that define each pass:
     whether NFKC needs utf8proc (see `_nfkc_allowed_points`), whether it is a space or control character
@@ -198,7 +250,7 @@ def _nfkc_needs_utf8proc() -> str:
     return "[^" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges) + "]"
 
 
-@functools.cache
+@_remembered
 def _nfkc_allowed_points() -> np.ndarray:
     """The code points that NFKC leaves alone whatever surrounds them, and the full-width forms mapped
     above (sorted int64).
@@ -416,7 +468,7 @@ def prepare_tokeniser() -> None:
     token_codes(pa.array(["ab c"], pa.string()))
 
 
-@functools.cache
+@_remembered
 def _character_classes() -> np.ndarray:
     """Token class of every code point (uint8, indexed by code point): separator, word or single.
 

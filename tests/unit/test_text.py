@@ -366,3 +366,37 @@ def test_a_build_of_the_kernels_older_than_their_source_is_refused(tmp_path):
     edited.write_bytes((Path(kernels.__file__).with_name("_kernels.pyx")).read_bytes() + b"\n# edited\n")
     with pytest.raises(ImportError, match="make setup"):
         kernels.check_build_is_current(edited)
+
+
+def test_code_point_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
+    monkeypatch.setattr(text_module, "_TABLES_DIR", tmp_path)
+    builds = []
+
+    def _sample():
+        builds.append(1)
+        return np.arange(5, dtype=np.int32), np.array([True, False])
+
+    def _single():
+        builds.append(2)
+        return np.arange(3, dtype=np.uint8)
+
+    pair, single = text_module._remembered(_sample), text_module._remembered(_single)
+    first, alone = pair(), single()
+    for remembered in (pair, single):
+        remembered.cache_clear()  # a new process: from the files
+    again, alone_again = pair(), single()
+    assert builds == [1, 2]
+    assert isinstance(again, tuple) and [a.tolist() for a in again] == [a.tolist() for a in first]
+    assert [a.dtype for a in again] == [np.int32, np.bool_] and alone_again.tolist() == alone.tolist()
+    (saved,) = tmp_path.glob("textrnn_sample-*.npz")
+    saved.write_bytes(b"not an npz file")
+    pair.cache_clear()
+    assert [a.tolist() for a in pair()] == [a.tolist() for a in first] and builds == [1, 2, 1]
+
+
+def test_the_kept_tables_equal_the_tables_asked_of_the_engines_now():
+    for remembered in (text_module._normalisation_tables, text_module._character_classes,
+                       text_module._nfkc_allowed_points):
+        fresh, kept = remembered.__wrapped__.__wrapped__(), remembered()
+        for a, b in zip(fresh if isinstance(fresh, tuple) else (fresh,), kept if isinstance(kept, tuple) else (kept,)):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
