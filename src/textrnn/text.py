@@ -64,7 +64,7 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     flags = ((kernels.NFKC if s.nfkc else 0) | (kernels.LOWERCASE if s.lowercase else 0)
              | (kernels.STRIP_HTML if s.strip_html else 0) | (kernels.PLACEHOLDERS if s.placeholders else 0))
     valid = np.ones(len(out), bool) if out.null_count == 0 else pc.is_valid(out).to_numpy(zero_copy_only=False)
-    data, offsets, status = kernels.normalise_common(_utf8_bytes(out), _row_offsets(out), valid, flags, *tables)
+    data, offsets, status = kernels.normalise_common(*utf8_buffers(out), valid, flags, *tables)
     common = _string_array(len(out), offsets, data, out.buffers()[0], out.null_count)
     left = status != kernels.DONE
     if not left.any():
@@ -397,8 +397,7 @@ def _token_spans(texts: pa.Array, every_span: bool = False) -> tuple[pa.StringAr
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = texts.cast(pa.string())
-    spans = kernels.token_spans(_utf8_bytes(texts), _row_offsets(texts), _character_classes(), _SEPARATOR, _WORD,
-                                every_span)
+    spans = kernels.token_spans(*utf8_buffers(texts), _character_classes(), _SEPARATOR, _WORD, every_span)
     return texts, _Spans(*spans)
 
 
@@ -458,8 +457,8 @@ def _without_empty_tokens(token_lists: pa.ListArray) -> pa.ListArray:
 
 
 def prepare_normaliser() -> None:
-    """Build the normalisation's code-point tables now (~0.15 s, asked of utf8proc, RE2 and Arrow), e.g.
-    before forking workers, which then share them."""
+    """Load the normalisation's code-point tables now (from __pycache__, or asked of utf8proc, RE2 and
+    Arrow the first time: see `_remembered`), e.g. before forking workers, which then share them."""
     normalise(pa.array(["A 1"], pa.string()), Normalisation())
 
 
