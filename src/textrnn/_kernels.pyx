@@ -10,7 +10,8 @@ caller allocated from a count or a bound, which the comments name.
 
 import numpy as np
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 
 # Set by setup.py: the md5 of this file when it was compiled, so a stale build is caught on import.
 cdef extern from *:
@@ -511,3 +512,99 @@ def hash_rows(const uint8_t[::1] data, const int64_t[::1] offsets, bytes key):
         for r in range(n):
             hashes_v[r] = _splitmix64_finaliser(_siphash24(base + offsets[r], offsets[r + 1] - offsets[r], k0, k1))
     return hashes
+
+
+ctypedef fused chunk_t:
+    uint8_t
+    uint16_t
+    uint32_t
+
+
+cdef inline bint _comes_first(const uint64_t *head, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Whether run a's next hash (head[a]) is merged before run b's: the lower hash, and for equal ones the
+    earlier run."""
+    return head[a] < head[b] or (head[a] == head[b] and a < b)
+
+
+cdef void _sift(Py_ssize_t *heap, Py_ssize_t size, Py_ssize_t i, const uint64_t *head) noexcept nogil:
+    """Move heap[i] down until neither child comes before it."""
+    cdef Py_ssize_t child, moving = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _comes_first(head, heap[child + 1], heap[child]):
+            child += 1
+        if not _comes_first(head, heap[child], moving):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = moving
+
+
+def merge_sorted_keys(list hashes, list labels, uint64_t[::1] out_hashes, uint8_t[::1] out_conflict,
+                      chunk_t[::1] out_first, int32_t mixed):
+    """Merge runs of sorted, distinct hashes (run i: hashes[i] with labels[i], in chunk order) into
+    every hash once, in order, with the first run that holds it and whether it is in conflict: labelled
+    `mixed` in some run, or with different labels in two. A heap of the runs' next hashes: one pass, no
+    sort and no copy of the runs. The outputs must have room for all the runs' hashes; returns how many
+    distinct hashes were written."""
+    cdef Py_ssize_t k = len(hashes), i, size = 0, run
+    cdef int64_t total = 0, n = 0
+    cdef const uint64_t[::1] run_hashes
+    cdef const int32_t[::1] run_labels
+    cdef uint64_t x
+    cdef int32_t label, current = 0
+    if len(labels) != k:
+        raise ValueError("one label array per run of hashes")
+    cdef const uint64_t **hp = <const uint64_t **> malloc(max(k, 1) * sizeof(uint64_t *))
+    cdef const int32_t **lp = <const int32_t **> malloc(max(k, 1) * sizeof(int32_t *))
+    cdef int64_t *at = <int64_t *> malloc(max(k, 1) * sizeof(int64_t))
+    cdef int64_t *end = <int64_t *> malloc(max(k, 1) * sizeof(int64_t))
+    cdef Py_ssize_t *heap = <Py_ssize_t *> malloc(max(k, 1) * sizeof(Py_ssize_t))
+    cdef uint64_t *head = <uint64_t *> malloc(max(k, 1) * sizeof(uint64_t))  # each run's next hash
+    try:
+        if not (hp and lp and at and end and heap and head):
+            raise MemoryError()
+        for i in range(k):
+            run_hashes, run_labels = hashes[i], labels[i]  # the caller's lists keep their buffers alive
+            if run_labels.shape[0] != run_hashes.shape[0]:
+                raise ValueError(f"run {i}: {run_hashes.shape[0]} hashes but {run_labels.shape[0]} labels")
+            total += run_hashes.shape[0]
+            at[i], end[i] = 0, run_hashes.shape[0]
+            if end[i]:
+                hp[i], lp[i], head[i] = &run_hashes[0], &run_labels[0], run_hashes[0]
+                heap[size] = i
+                size += 1
+        if out_hashes.shape[0] < total or out_conflict.shape[0] < total or out_first.shape[0] < total:
+            raise ValueError(f"the outputs must have room for {total} hashes")
+        with nogil:
+            for i in range(size // 2 - 1, -1, -1):  # heapify
+                _sift(heap, size, i, head)
+            while size:
+                run = heap[0]
+                x, label = hp[run][at[run]], lp[run][at[run]]
+                if n and out_hashes[n - 1] == x:
+                    if label != current:
+                        current = mixed
+                        out_conflict[n - 1] = 1
+                else:
+                    out_hashes[n], out_first[n], current = x, <chunk_t> run, label
+                    out_conflict[n] = label == mixed
+                    n += 1
+                at[run] += 1
+                if at[run] == end[run]:
+                    size -= 1
+                    heap[0] = heap[size]
+                else:
+                    head[run] = hp[run][at[run]]
+                if size:
+                    _sift(heap, size, 0, head)
+    finally:
+        free(hp)
+        free(lp)
+        free(at)
+        free(end)
+        free(heap)
+        free(head)
+    return n

@@ -122,31 +122,23 @@ def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray) -> tuple[np.ndarray
 
 
 def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct hashes and one label each (MIXED where they disagree, or any one was MIXED)."""
-    distinct, labels, _ = _collapse_with_chunks(hashes, labels, np.zeros(len(hashes), np.uint8))
-    return distinct, labels
-
-
-def _collapse_with_chunks(hashes: np.ndarray, labels: np.ndarray,
-                          chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_collapse`, and per distinct hash the first chunk it occurs in. A hash's rows agree on a label
-    when their lowest and highest labels are equal (MIXED is the lowest of all)."""
+    """Sorted distinct hashes and one label each (MIXED where they disagree, or any one was MIXED). A
+    hash's rows agree on a label when their lowest and highest labels are equal (MIXED is the lowest)."""
     if len(hashes) == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, chunks.dtype)
+        return np.empty(0, np.uint64), np.empty(0, np.int32)
     order = np.argsort(hashes)
-    hashes, labels, chunks = hashes[order], labels[order], chunks[order]
+    hashes, labels = hashes[order], labels[order]
     starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
     lowest, highest = np.minimum.reduceat(labels, starts), np.maximum.reduceat(labels, starts)
-    merged = np.where((lowest != highest) | (lowest == MIXED), MIXED, lowest).astype(np.int32)
-    return hashes[starts], merged, np.minimum.reduceat(chunks, starts)
+    return hashes[starts], np.where((lowest != highest) | (lowest == MIXED), MIXED, lowest).astype(np.int32)
 
 
 def _hash_range(hashes: np.ndarray, labels: np.ndarray, bounds: list[np.uint64],
                 part: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keys of one chunk (sorted by hash) that fall in partition `part` of the hash range, copied."""
+    """The keys of one chunk (sorted by hash) that fall in partition `part` of the hash range (views)."""
     lo = 0 if part == 0 else int(np.searchsorted(hashes, bounds[part - 1]))
     hi = len(hashes) if part == len(bounds) else int(np.searchsorted(hashes, bounds[part]))
-    return np.array(hashes[lo:hi]), np.array(labels[lo:hi])
+    return hashes[lo:hi], labels[lo:hi]
 
 
 def save_keys(prefix: str | Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
@@ -179,7 +171,7 @@ class DedupIndex:
     @classmethod
     def from_files(cls, prefixes: Sequence[str | Path]) -> DedupIndex:
         """From `save_keys` spills, in chunk order; each is memory-mapped only while one slice of it is
-        copied out."""
+        merged."""
         def opener(prefix):
             return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),
                             np.load(f"{prefix}.labels.npy", mmap_mode="r"))
@@ -195,15 +187,10 @@ class DedupIndex:
         first_chunk = np.empty(capacity, chunk_type)
         filled = 0
         for part in range(partitions):
+            # Views of the chunks' memory-mapped keys, merged in one pass; dropped (unmapped) after it.
             slices = [_hash_range(*open_(), bounds, part) for open_ in openers]
-            part_hashes, labels, part_first = _collapse_with_chunks(
-                np.concatenate([np.empty(0, np.uint64), *(h for h, _ in slices)]),
-                np.concatenate([np.empty(0, np.int32), *(lab for _, lab in slices)]),
-                np.concatenate([np.empty(0, chunk_type), *(np.full(len(h), i, chunk_type)
-                                                           for i, (h, _) in enumerate(slices))]))
-            end = filled + len(part_hashes)
-            hashes[filled:end], conflict[filled:end], first_chunk[filled:end] = part_hashes, labels == MIXED, part_first
-            filled = end
+            filled += kernels.merge_sorted_keys([h for h, _ in slices], [lab for _, lab in slices], hashes[filled:],
+                                                conflict[filled:].view(np.uint8), first_chunk[filled:], MIXED)
         if filled < capacity * 3 // 4:  # many repeats across chunks: give the unused room back
             return cls(hashes[:filled].copy(), conflict[:filled].copy(), first_chunk[:filled].copy())
         return cls(hashes[:filled], conflict[:filled], first_chunk[:filled])

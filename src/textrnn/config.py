@@ -92,6 +92,7 @@ class VocabParams:
     max_size: int = 30_000
     max_len: int = 200
     jieba: bool = False
+    executor: Literal["thread", "process"] = "thread"
     workers: int = 1
 
     def validate(self) -> None:

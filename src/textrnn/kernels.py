@@ -35,6 +35,7 @@ try:
         gather_spans,
         hash_rows,
         ids_of_codes,
+        merge_sorted_keys,
         normalise_common,
         token_spans,
     )
@@ -44,7 +45,7 @@ except ImportError as err:  # a checkout that was never installed
 
 __all__ = ["COLLAPSIBLE", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST",
            "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "first_of_each_row", "gather_spans", "hash_rows",
-           "ids_of_codes", "normalise_common", "token_spans"]
+           "ids_of_codes", "merge_sorted_keys", "normalise_common", "token_spans"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

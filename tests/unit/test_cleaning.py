@@ -289,3 +289,42 @@ def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_
 
 def test_dedup_index_of_no_chunks_is_empty():
     assert len(DedupIndex.from_chunks([])) == 0
+
+
+def merged_by_dict(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list, list, list]:
+    """The index the merge must build, spelt out with a dict: every hash, its first chunk, its conflict."""
+    first, labels = {}, {}
+    for i, (hashes, chunk_labels) in enumerate(chunks):
+        for h, label in zip(hashes.tolist(), chunk_labels.tolist()):
+            first.setdefault(h, i)
+            labels.setdefault(h, set()).add(label)
+    order = sorted(first)
+    return order, [first[h] for h in order], [len(labels[h]) > 1 or MIXED in labels[h] for h in order]
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(st.dictionaries(st.integers(0, 40), st.sampled_from([MIXED, 0, 1, 2]), max_size=12),
+                       max_size=300))
+def test_dedup_index_merge_equals_a_dict_of_first_chunks_and_labels(chunks):
+    # Up to 300 chunks: the first-chunk numbers outgrow one byte. Small hashes, so texts repeat across
+    # chunks; each chunk's keys are sorted and distinct, as distinct_keys gives them.
+    keys = [(np.array(sorted(c), np.uint64), np.array([c[h] for h in sorted(c)], np.int32)) for c in chunks]
+    index = DedupIndex.from_chunks(keys)
+    hashes, first_chunk, conflict = merged_by_dict(keys)
+    assert index.hashes.tolist() == hashes
+    assert index.first_chunk.tolist() == first_chunk
+    assert index.conflict.tolist() == conflict
+    assert index.first_chunk.dtype == np.min_scalar_type(max(len(chunks) - 1, 0))
+
+
+def test_dedup_index_merge_of_more_chunks_than_one_byte_counts():
+    rng = np.random.default_rng(3)
+    keys = []
+    for _ in range(300):
+        hashes = np.unique(rng.integers(0, 2000, size=rng.integers(0, 30))).astype(np.uint64)
+        keys.append((hashes, rng.choice(np.array([MIXED, 0, 1], np.int32), size=len(hashes))))
+    index = DedupIndex.from_chunks(keys)
+    hashes, first_chunk, conflict = merged_by_dict(keys)
+    assert index.first_chunk.dtype == np.uint16 and max(first_chunk) > 255
+    assert (index.hashes.tolist(), index.first_chunk.tolist(), index.conflict.tolist()) == (hashes, first_chunk,
+                                                                                            conflict)

@@ -39,7 +39,7 @@ def run(clean: Path, out: Path, p: VocabParams) -> dict:
     labels = read_json(clean / "labels.json")
     normalisation = Normalisation(**read_json(clean / "normalisation.json"))
     prepare_tokeniser()
-    with make_executor("process", p.workers) as pool:
+    with make_executor(p.executor, p.workers) as pool:
         return _build(clean, out, p, labels, normalisation, pool)
 
 
