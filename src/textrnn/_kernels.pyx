@@ -12,6 +12,7 @@ import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memchr, memcpy
 
 # Set by setup.py: the md5 of this file when it was compiled, so a stale build is caught on import.
 cdef extern from *:
@@ -608,3 +609,91 @@ def merge_sorted_keys(list hashes, list labels, uint64_t[::1] out_hashes, uint8_
         free(heap)
         free(head)
     return n
+
+
+cdef enum:
+    # Where Arrow's CSV parser stands after a byte (its states, with quoting, double quotes, no escape
+    # character): at the start of a field, inside an unquoted field, inside a quoted one, or just after a
+    # quote inside a quoted field (a second quote makes it a literal quote; anything else ends the quoting).
+    CSV_FIELD_START = 0
+    CSV_IN_FIELD = 1
+    CSV_IN_QUOTES = 2
+    CSV_QUOTE_IN_QUOTES = 3
+
+CSV_START = CSV_FIELD_START
+
+
+cdef inline bint _has_byte(uint64_t word, uint64_t pattern) noexcept nogil:
+    """Whether any of the 8 bytes of `word` equals the byte repeated in `pattern` (the classic test for a
+    zero byte, applied to word ^ pattern)."""
+    cdef uint64_t x = word ^ pattern
+    return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0
+
+
+cdef inline Py_ssize_t _skip_field_bytes(const uint8_t *base, Py_ssize_t i, Py_ssize_t n, uint8_t delimiter) noexcept nogil:
+    """The offset of the next delimiter, \\n or \\r at or after i (n if none): 8 bytes at a time, then
+    byte by byte."""
+    cdef uint64_t word, d = 0x0101010101010101ULL * delimiter
+    cdef uint64_t lf = 0x0101010101010101ULL * 10, cr = 0x0101010101010101ULL * 13
+    cdef uint8_t c
+    while i + 8 <= n:
+        memcpy(&word, base + i, 8)
+        if _has_byte(word, d) or _has_byte(word, lf) or _has_byte(word, cr):
+            break
+        i += 8
+    while i < n:
+        c = base[i]
+        if c == delimiter or c == 10 or c == 13:
+            break
+        i += 1
+    return i
+
+
+def csv_record_ends(const uint8_t[::1] data, int state, uint8_t delimiter, uint8_t quote):
+    """Follow Arrow's CSV parser over `data` from `state`; returns (the offset just past the last record
+    end in data, or -1 if none; the state after the last byte). A record ends at a line end (\\n, \\r or
+    \\r\\n) outside quotes. A \\r as the last byte is not reported as an end: the \\n that may follow
+    belongs to it (the state is then a field start, which an empty line leaves unchanged)."""
+    cdef Py_ssize_t i = 0, n = data.shape[0]
+    cdef int64_t last = -1
+    cdef uint8_t c
+    cdef const uint8_t *base = _bytes_of(data)
+    cdef const void *found
+    if state < CSV_FIELD_START or state > CSV_QUOTE_IN_QUOTES:
+        raise ValueError(f"not a CSV parser state: {state}")
+    with nogil:
+        while i < n:
+            if state == CSV_IN_QUOTES:
+                found = memchr(base + i, quote, n - i)
+                if found == NULL:
+                    break
+                i = <const uint8_t *> found - base + 1
+                state = CSV_QUOTE_IN_QUOTES
+                continue
+            c = base[i]
+            if state == CSV_QUOTE_IN_QUOTES:
+                if c == quote:
+                    state = CSV_IN_QUOTES
+                    i += 1
+                    continue
+                state = CSV_IN_FIELD  # the quoting ended; c is read as part of an unquoted field
+            elif state == CSV_FIELD_START and c == quote:
+                state = CSV_IN_QUOTES
+                i += 1
+                continue
+            if c == 10 or c == 13:  # \\n, \\r
+                state = CSV_FIELD_START
+                if c == 13:
+                    if i + 1 == n:
+                        break
+                    if base[i + 1] == 10:
+                        i += 1
+                last = i + 1
+                i += 1
+            elif c == delimiter:
+                state = CSV_FIELD_START
+                i += 1
+            else:  # an unquoted field's bytes, up to the next delimiter or line end (quotes are literal there)
+                state = CSV_IN_FIELD
+                i = _skip_field_bytes(base, i + 1, n, delimiter)
+    return last, state

@@ -1,5 +1,6 @@
 """Compiled single-pass loops over a string array's UTF-8 bytes: the common rows' normalisation, the cut
-into tokens, the text hash, and the small loops of encoding and counting.
+into tokens, the text hash, and the small loops of encoding and counting; and two loops that are not
+vectorisable either: where a CSV file's records end, and the merge of the dedup index's sorted runs.
 
 Each pass of Arrow compute (and each numpy step) reads and writes the whole batch once, and normalising
 and tokenising took a dozen such passes. These loops do the same work in one pass per row, with the
@@ -19,6 +20,7 @@ from pathlib import Path
 try:
     from textrnn._kernels import (
         COLLAPSIBLE,
+        CSV_START,
         DONE,
         LEFT_TO_ARROW,
         LOWER_DIFFERS,
@@ -31,6 +33,7 @@ try:
         STRIP_HTML,
         TRIMMED,
         count_codes,
+        csv_record_ends,
         first_of_each_row,
         gather_spans,
         hash_rows,
@@ -43,9 +46,10 @@ except ImportError as err:  # a checkout that was never installed
     raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
                       "(or `pip install -e .`) in the project folder") from err
 
-__all__ = ["COLLAPSIBLE", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST",
-           "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "first_of_each_row", "gather_spans", "hash_rows",
-           "ids_of_codes", "merge_sorted_keys", "normalise_common", "token_spans"]
+__all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC",
+           "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "csv_record_ends",
+           "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "merge_sorted_keys", "normalise_common",
+           "token_spans"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

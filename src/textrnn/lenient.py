@@ -26,7 +26,7 @@ def is_valid_utf8(fs, path: str, workers: int = 1) -> bool:
     speed of bytes.decode, and nothing decoded is kept. With more workers, blocks are validated in as
     many threads (Arrow releases the GIL), at most two blocks per worker read ahead."""
     with make_executor("thread", workers) as pool:
-        checks = (pool.submit(_valid_utf8, block) for block in _newline_blocks(fs, path))
+        checks = (pool.submit(valid_utf8, block) for block in _newline_blocks(fs, path))
         return all(in_order(checks, window=2 * workers))
 
 
@@ -42,7 +42,8 @@ def _newline_blocks(fs, path: str) -> Iterator[bytes]:
     yield carry
 
 
-def _valid_utf8(data: bytes) -> bool:
+def valid_utf8(data: bytes | memoryview) -> bool:
+    """Whether the bytes are UTF-8, checked by Arrow (about twice the speed of bytes.decode)."""
     offsets = pa.py_buffer(np.array([0, len(data)], np.int64))
     as_binary = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])  # no copy
     try:

@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from textrnn import lenient
 from textrnn.config import IngestParams
+from textrnn.segments import iter_segments, record_segments
 
 RAW_SCHEMA = pa.schema([
     ("text", pa.string()),
@@ -190,10 +191,14 @@ def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[
             return None
         return SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})")
 
-    if utf8 and not lenient.is_valid_utf8(fs, path, p.workers):
-        yield from _iter_lenient(per_row(), path, p)
-        return
-    fast = _iter_delimited_arrow(fs, path, p, delimiter, "utf8" if utf8 else p.encoding)
+    if utf8:
+        ends = record_segments(fs, path, delimiter, p.workers, _BLOCK)
+        if ends is None:  # not valid UTF-8: the per-row reader keeps every record, the bad ones as errors
+            yield from _iter_lenient(per_row(), path, p)
+            return
+        fast = _iter_delimited_segments(fs, path, p, delimiter, ends)
+    else:
+        fast = _iter_delimited_arrow(fs, path, p, delimiter, p.encoding)
     yield from _fast_then_per_row(fast, per_row, (pa.ArrowInvalid, UnicodeDecodeError), refusal, path, p)
 
 
@@ -212,9 +217,10 @@ def _fast_then_per_row(fast: Iterator[pa.RecordBatch], per_row, errors: tuple, r
         yield from _iter_lenient(per_row(), path, p, skip=handed_on)
 
 
-# Arrow's readers parse blocks of this size, and read at most a few ahead (PacedInput): memory stays
-# bounded whatever the file size. A record longer than a block (a review of many megabytes) is legal;
-# from there on the file goes through the per-row reader.
+# Arrow's readers parse blocks of this size, and read at most a few ahead (PacedInput; a UTF-8 CSV's
+# segments are about this size, a few per worker in flight): memory stays bounded whatever the file size.
+# A record longer than a block (a review of many megabytes) is legal: it makes its CSV segment longer; in
+# the streaming readers, the rest of the file goes through the per-row reader.
 _BLOCK = 1 << 24
 
 
@@ -222,8 +228,25 @@ def _record_longer_than_a_block(err: Exception) -> bool:
     return "straddl" in str(err)
 
 
+def _iter_delimited_segments(fs, path: str, p: IngestParams, delimiter: str,
+                             ends: list[int]) -> Iterator[pa.RecordBatch]:
+    """The fast path for UTF-8: the file's segments of whole records, parsed by Arrow in `p.workers`
+    threads (textrnn.segments), as batches in file order. A segment's records with the wrong number of
+    fields follow its other records."""
+    first = 1
+    for segment in iter_segments(fs, path, ends, delimiter, [p.text_column, p.label_column], p.workers,
+                                 check_header=lambda names: _check_columns(names, p, path)):
+        for batch in _rechunk(segment.table.to_batches(), p.chunk_rows):
+            yield _make_batch(batch.column(p.text_column), _labels_as_strings(batch.column(p.label_column)), path,
+                              first)
+            first += batch.num_rows
+        if segment.bad_rows:
+            yield _bad_rows_batch(segment.bad_rows, path, first)
+            first += len(segment.bad_rows)
+
+
 def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encoding: str):
-    """The fast path: Arrow's streaming CSV reader, for files that are valid in their encoding."""
+    """Arrow's streaming CSV reader, which transcodes a file in another encoding than UTF-8 as it reads."""
     bad_rows: list[str] = []
 
     def keep_bad_row(row) -> str:
@@ -232,9 +255,8 @@ def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encodi
 
     read = pcsv.ReadOptions(block_size=_BLOCK, encoding=encoding)
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
-    # The bytes reaching Arrow are valid UTF-8 (checked beforehand, or transcoded by Arrow from another
-    # encoding), and fields are cut at ASCII bytes, which never fall inside a character: checking every
-    # field again would be a second serial pass over the text.
+    # The bytes reaching the parser are UTF-8 that Arrow transcoded itself: checking every field again
+    # would be a second serial pass over the text.
     convert = pcsv.ConvertOptions(include_columns=[p.text_column, p.label_column], check_utf8=False,
                                   column_types={p.text_column: pa.string(), p.label_column: pa.string()})
     first = 1

@@ -234,8 +234,8 @@ def test_a_3_mb_csv_field_is_truncated_and_kept(tmp_path):
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])
 def test_a_record_longer_than_a_reader_block_after_other_rows_loses_nothing(tmp_path, suffix):
-    """Arrow's readers parse bounded blocks; a longer record sends the rest of the file to the per-row
-    reader, which carries on after the rows already handed on."""
+    """Arrow's readers parse bounded blocks. A longer record makes its CSV segment longer; in a JSON lines
+    file it sends the rest of the file to the per-row reader, which carries on after the rows handed on."""
     source = tmp_path / f"long.{suffix}"
     rows = [(f"row {i} " + "好" * (i % 50), "pos" if i % 3 else "neg") for i in range(200_000)]
     rows.insert(150_000, ("x" * (20 << 20), "pos"))

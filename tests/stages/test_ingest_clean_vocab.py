@@ -207,7 +207,9 @@ def test_raw_shards_have_the_same_bytes_however_the_reader_blocks_its_input(tmp_
     ingest.run(tmp_path / "one_block", params)
     monkeypatch.setattr(sources, "_BLOCK", 1 << 16)  # Arrow's batches now end inside every shard
     ingest.run(tmp_path / "small_blocks", params)
+    ingest.run(tmp_path / "two_workers", dataclasses.replace(params, workers=2))  # segments parsed side by side
     assert content_hash(tmp_path / "one_block") == content_hash(tmp_path / "small_blocks")
+    assert content_hash(tmp_path / "one_block") == content_hash(tmp_path / "two_workers")
 
 
 def test_no_temp_leftovers_after_the_stages(tiny_run, tmp_path):

@@ -1,0 +1,104 @@
+"""textrnn.segments: a UTF-8 CSV cut after the records the compiled pass finds, parsed segment by segment,
+gives what Arrow's parse of the whole file gives, wherever the blocks end; and the UTF-8 check finds a bad
+byte in any block, whole characters split across blocks passing."""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from textrnn import kernels
+from textrnn.segments import iter_segments, record_segments
+
+FS = fsspec.filesystem("file")
+COLUMNS = ["text", "label"]
+# Byte soup for the body of a CSV: quotes alone, doubled and around fields, every line end, delimiters of
+# both kinds, multi-byte characters and a BOM, so cuts land next to and inside everything the parser minds.
+pieces = st.sampled_from([b'"', b'""', b",", b"\t", b"\n", b"\r", b"\r\n", b"a", b"pos", b" ", "中".encode(),
+                          "é".encode(), "😀".encode(), b'"x,\ny"', b"\xef\xbb\xbf"])
+bodies = st.lists(pieces, max_size=80).map(b"".join)
+
+
+def whole_file_parse(path, delimiter: str) -> tuple[list[dict], list[str]]:
+    bad: list[str] = []
+    parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                              invalid_row_handler=lambda row: bad.append(row.text) or "skip")
+    convert = pcsv.ConvertOptions(include_columns=COLUMNS, column_types=dict.fromkeys(COLUMNS, pa.string()))
+    try:
+        table = pcsv.read_csv(path, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as err:
+        assert "Empty CSV file" in str(err)
+        return [], []
+    return table.to_pylist(), bad
+
+
+def segmented_parse(path, delimiter: str, block: int, workers: int) -> tuple[list[dict], list[str]]:
+    ends = record_segments(FS, str(path), delimiter, workers, block)
+    assert ends is not None and ends == sorted(set(ends))
+    assert not ends or ends[-1] == path.stat().st_size
+    rows, bad = [], []
+    for segment in iter_segments(FS, str(path), ends, delimiter, COLUMNS, workers, check_header=lambda names: None):
+        rows += segment.table.to_pylist()
+        bad += segment.bad_rows
+    return rows, bad
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies, block=st.integers(1, 40), delimiter=st.sampled_from([",", "\t"]), workers=st.sampled_from([1, 2]))
+def test_segments_parse_to_what_arrow_parses_from_the_whole_file(tmp_path, body, block, delimiter, workers):
+    path = tmp_path / "soup.csv"
+    path.write_bytes(f"text{delimiter}label\n".encode() + body)
+    try:
+        expected = whole_file_parse(path, delimiter)
+    except pa.ArrowInvalid:
+        return  # a file Arrow refuses outright (the reader's caller handles that); nothing to compare
+    assert segmented_parse(path, delimiter, block, workers) == expected
+
+
+def test_record_ends_follow_quotes_doubled_quotes_and_every_line_end():
+    def ends(data: bytes, state=kernels.CSV_START):
+        return kernels.csv_record_ends(np.frombuffer(data, np.uint8), state, ord(","), ord('"'))
+
+    assert ends(b'a,"b\n""c",d\r\ne') == (13, 1)  # the quoted newline and doubled quote are inside the field
+    assert ends(b'x"y\nz') == (4, 1)  # a quote inside an unquoted field is an ordinary byte
+    assert ends(b"a\rb\r") == (2, 0)  # a final \r may be the start of \r\n: not reported yet
+    assert ends(b'\n"', 0) == (1, 2)
+    assert ends(b'"\n', 2) == (2, 0)  # a block starting inside quotes: the quote closes them
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_record_segments_find_a_bad_byte_in_any_block_and_pass_characters_split_across_blocks(workers, tmp_path):
+    lines = [f"{i},好评很多的评论😀\n".encode() for i in range(200)]
+    good = tmp_path / "good.csv"
+    good.write_bytes(b"".join(lines))
+    for block in (1, 2, 3, 5, 50, 1 << 20):  # read boundaries inside every kind of character
+        assert record_segments(FS, str(good), ",", workers, block) is not None
+    for at in (0, 100, 199):
+        bad = tmp_path / f"bad{at}.csv"
+        bad.write_bytes(b"".join(lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]))  # a character cut short
+        assert record_segments(FS, str(bad), ",", workers, 50) is None
+    cut_at_end = tmp_path / "cut_at_end.csv"
+    cut_at_end.write_bytes(b"text,label\nok,pos\n\xe5\xa5")
+    assert record_segments(FS, str(cut_at_end), ",", workers, 7) is None
+
+
+def test_record_segments_are_about_a_block_long_and_hold_whole_records(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text,label\n" + b"".join(b'"row %d, with a\nnewline",pos\n' % i for i in range(1000)))
+    ends = record_segments(FS, str(path), ",", 1, 1000)
+    assert 20 <= len(ends) <= 40 and ends[-1] == path.stat().st_size
+    data = path.read_bytes()
+    assert all(data[end - len(b",pos\n"):end] == b",pos\n" for end in ends)
+
+
+def test_an_empty_file_has_no_segments_and_a_file_of_blank_lines_no_records(tmp_path):
+    empty, blank = tmp_path / "empty.csv", tmp_path / "blank.csv"
+    empty.write_bytes(b"")
+    blank.write_bytes(b"\n\r\n\n")
+    assert record_segments(FS, str(empty), ",", 1, 16) == []
+    assert segmented_parse(blank, ",", 2, 1) == ([], [])
