@@ -67,7 +67,9 @@ def _export(p: Params):
 
 _SHARED = ("config.py", "io.py", "pipeline.py")
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
-    StageSpec("ingest", (), ("raw",), ("ingest",), ("stages/ingest.py", "sources.py", "lenient.py"), _ingest),
+    StageSpec("ingest", (), ("raw",), ("ingest",),
+              ("stages/ingest.py", "sources.py", "segments.py", "lenient.py", "kernels.py", "_kernels.pyx",
+               "parallel.py"), _ingest),
     StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",),
               ("stages/clean.py", "cleaning.py", "text.py", "kernels.py", "_kernels.pyx", "parallel.py"), _clean),
     StageSpec("vocab", ("clean",), ("vocab",), ("vocab",),
