@@ -16,8 +16,12 @@ from textrnn.io import read_json, start_writeback, write_json_into
 _FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}
 
 
-def write_encoded_split(folder: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> dict:
-    """Stream encoded chunks (ids, offsets, labels, unknown-token count) into flat binary files."""
+# One chunk's encoding: token ids, row offsets into them (rows + 1, from 0), label ids, unknown-token count.
+EncodedChunk = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def write_encoded_split(folder: Path, chunks: Iterable[EncodedChunk]) -> dict:
+    """Stream encoded chunks into flat binary files."""
     with _SplitWriter(folder) as writer:
         for ids, offsets, labels, n_unknown in chunks:
             writer.add(ids, offsets, labels, n_unknown)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
-from textrnn.data import EncodedPart, join_encoded_parts, write_encoded_part
+from textrnn.data import EncodedChunk, EncodedPart, join_encoded_parts, write_encoded_part, write_encoded_split
 from textrnn.io import atomic_dir, list_shards, read_json, read_shard, write_json_into
 from textrnn.parallel import in_order, make_executor
 from textrnn.text import (
@@ -64,13 +64,20 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
         stats = {"vocab_size": len(vocab), "vocab_digest": vocab.digest, "splits": {}}
         write_json_into(tmp, "vocab.json", vocab.to_json())
         write_json_into(tmp, "labels.json", labels)
-        # One stream over every split's shards: the workers never wait at a split's end. Each writes its
-        # shard's encoding beside the others, and this process joins them file to file.
-        encoded = in_order((pool.submit(encode_shard, shard, vocab, str(scratch / f"{split}-{i:05d}"),
-                                        tokenised.get(shard))
-                            for split in SPLITS for i, shard in enumerate(shards[split])), window)
+        # One stream over every split's shards: the workers never wait at a split's end. Threads hand their
+        # shard's encoding back as arrays; worker processes write it beside the others, and this process
+        # joins the files (nothing large goes through a pipe).
+        if p.executor == "process" and p.workers > 1:
+            encoded = in_order((pool.submit(encode_shard_to_files, shard, vocab, str(scratch / f"{split}-{i:05d}"),
+                                            tokenised.get(shard))
+                                for split in SPLITS for i, shard in enumerate(shards[split])), window)
+            join = join_encoded_parts
+        else:
+            encoded = in_order((pool.submit(encode_shard, shard, vocab, tokenised.get(shard))
+                                for split in SPLITS for shard in shards[split]), window)
+            join = write_encoded_split
         for split in SPLITS:
-            stats["splits"][split] = join_encoded_parts(tmp / split, itertools.islice(encoded, len(shards[split])))
+            stats["splits"][split] = join(tmp / split, itertools.islice(encoded, len(shards[split])))
         write_json_into(tmp, "stats.json", stats)
         shutil.rmtree(scratch)
     log.info("vocab: %d tokens; %s", len(vocab),
@@ -93,10 +100,14 @@ def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
     return token_codes(read_shard(shard, columns=["text"]).column("text").combine_chunks(), use_jieba=use_jieba)
 
 
-def encode_shard(shard: str, vocab: Vocabulary, prefix: str, tokenised: str | None = None) -> EncodedPart:
-    """Encode one shard (runs in a worker) into files beside `prefix`, from its tokens saved by
-    `count_shard` where there are some."""
+def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
+    """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
     tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
     ids, offsets = encode_tokens(tokens, vocab)
     labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy()
-    return write_encoded_part(prefix, ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID)))
+    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
+
+
+def encode_shard_to_files(shard: str, vocab: Vocabulary, prefix: str, tokenised: str | None = None) -> EncodedPart:
+    """`encode_shard` in a worker process: the encoding goes to files beside `prefix`, only a summary back."""
+    return write_encoded_part(prefix, *encode_shard(shard, vocab, tokenised))
