@@ -8,7 +8,8 @@ quotes) over the bytes, at ~0.5 ns a byte, where parsing and converting take ~1.
 
 1. `record_segments` reads the file once: the compiled pass cuts it after the last record of each block
    (serial, since each block starts in the state the one before ended in), while `workers` threads check
-   that the bytes are UTF-8 (the cuts are at ASCII bytes, so the checked pieces split no character).
+   that the bytes are UTF-8 (each checked piece starts at a character's first byte; a character cut by a
+   block's end is checked with its rest).
 2. `iter_segments` reads the segments again, in order, and Arrow parses `workers` of them at a time, each
    as a whole file of its own (the first with the header; the others are given the header's names).
 Cutting at the parser's own record ends, the records and their order are what one serial parse gives; a
