@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from textrnn.locking import project_lock
+
     params = load_from_args(args)  # validate before Prefect starts anything
+    with project_lock():  # busy: fail now, not after Prefect's server has started (the flow locks for real)
+        pass
     set_local_state_defaults(Path.cwd())
     from flows.pipeline import pipeline_for
 
