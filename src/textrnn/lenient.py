@@ -22,24 +22,53 @@ csv.field_size_limit(sys.maxsize)  # a legitimate review may be megabytes long
 
 
 def is_valid_utf8(fs, path: str, workers: int = 1) -> bool:
-    """Validate the file block by block (cut at newlines, so no character is split), in Arrow: twice the
-    speed of bytes.decode, and nothing decoded is kept. With more workers, blocks are validated in as
-    many threads (Arrow releases the GIL), at most two blocks per worker read ahead."""
+    """Validate the file piece by piece in Arrow: twice the speed of bytes.decode, and nothing decoded is
+    kept. With more workers, pieces are validated in as many threads (Arrow releases the GIL), at most two
+    per worker read ahead."""
     with make_executor("thread", workers) as pool:
-        checks = (pool.submit(valid_utf8, block) for block in _newline_blocks(fs, path))
+        checks = (pool.submit(valid_utf8, piece) for piece in _utf8_pieces_of_file(fs, path))
         return all(in_order(checks, window=2 * workers))
 
 
-def _newline_blocks(fs, path: str) -> Iterator[bytes]:
-    """The file in blocks of about BLOCK bytes, each cut after a newline (the last one as it ends)."""
+def _utf8_pieces_of_file(fs, path: str) -> Iterator[bytes | memoryview]:
     carry = b""
     with fs.open(path, "rb") as handle:
-        while chunk := handle.read(BLOCK):
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            yield data[:cut]
-            carry = data[cut:]
+        while data := handle.read(BLOCK):
+            pieces, carry = utf8_pieces(data, carry)
+            yield from pieces
     yield carry
+
+
+def utf8_pieces(data: bytes, carry: bytes) -> tuple[list[bytes | memoryview], bytes]:
+    """The next block of a file as pieces to check for UTF-8 one by one, and the bytes to carry into the
+    next block's pieces (the last piece of a file is the carry left at its end). Each piece starts at a
+    character's first byte; a character cut by the block's end is checked with its rest. The block's bulk
+    is a view, not a copy."""
+    first, cut = _first_char_start(data), _last_char_start(data)
+    if first == len(data) < 4:  # a block inside one character (blocks of a few bytes)
+        return [], carry + data
+    pieces: list[bytes | memoryview] = [carry + data[:first]]
+    if first < cut:
+        pieces.append(memoryview(data)[first:cut])
+    return pieces, data[max(first, cut):]
+
+
+def _first_char_start(data: bytes) -> int:
+    """The offset of the first byte that starts a character (not a UTF-8 continuation byte) among the
+    first four; 4 (or the length, if shorter) if none is: four never are, in valid UTF-8."""
+    for i, byte in enumerate(data[:4]):
+        if byte & 0xC0 != 0x80:
+            return i
+    return min(4, len(data))
+
+
+def _last_char_start(data: bytes) -> int:
+    """The offset of the last byte that starts a character, looking at the last four bytes only: the
+    character starting there may be cut off by the block's end. len(data) - 4 if none is (invalid)."""
+    for i in range(len(data) - 1, max(len(data) - 5, -1), -1):
+        if data[i] & 0xC0 != 0x80:
+            return i
+    return max(len(data) - 4, 0)
 
 
 def valid_utf8(data: bytes | memoryview) -> bool:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from textrnn import kernels
-from textrnn.lenient import valid_utf8
+from textrnn.lenient import utf8_pieces, valid_utf8
 from textrnn.parallel import in_order, make_executor
 
 
@@ -44,16 +44,8 @@ def record_segments(fs, path: str, delimiter: str, workers: int, block: int) -> 
                 if last >= 0:
                     ends.append(offset + last)
                 offset += len(data)
-                # The block's whole characters are checked in a thread; a character cut at either edge is
-                # checked with its other part (`carry`: the bytes after the block's last character start).
-                first, cut = _first_char_start(data), _last_char_start(data)
-                if first == len(data) < 4:  # a block inside one character (blocks of a few bytes)
-                    carry += data
-                    continue
-                yield pool.submit(valid_utf8, carry + data[:first])
-                if first < cut:
-                    yield pool.submit(valid_utf8, memoryview(data)[first:cut])
-                carry = data[max(first, cut):]
+                pieces, carry = utf8_pieces(data, carry)
+                yield from (pool.submit(valid_utf8, piece) for piece in pieces)
             yield pool.submit(valid_utf8, carry)
 
         if not all(in_order(checks(), window=2 * workers)):
@@ -61,24 +53,6 @@ def record_segments(fs, path: str, delimiter: str, workers: int, block: int) -> 
     if offset and (not ends or ends[-1] < offset):
         ends.append(offset)  # the last record needs no line end: the end of the file ends it
     return ends
-
-
-def _first_char_start(data: bytes) -> int:
-    """The offset of the first byte that starts a character (not a UTF-8 continuation byte) among the
-    first four; 4 (or the length, if shorter) if none is: four never are, in valid UTF-8."""
-    for i, byte in enumerate(data[:4]):
-        if byte & 0xC0 != 0x80:
-            return i
-    return min(4, len(data))
-
-
-def _last_char_start(data: bytes) -> int:
-    """The offset of the last byte that starts a character, looking at the last four bytes only: the
-    character starting there may be cut off by the block's end. len(data) - 4 if none is (invalid)."""
-    for i in range(len(data) - 1, max(len(data) - 5, -1), -1):
-        if data[i] & 0xC0 != 0x80:
-            return i
-    return max(len(data) - 4, 0)
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -126,7 +100,7 @@ def header_names(data: bytes, delimiter: str) -> list[str]:
         read = pcsv.ReadOptions(block_size=min(size, max(len(data), 1)), use_threads=False)
         try:
             return pcsv.open_csv(pa.BufferReader(data), read_options=read,
-                                 parse_options=_parse_options(delimiter, [])).schema.names
+                                 parse_options=csv_parse_options(delimiter, [])).schema.names
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 return []
@@ -142,13 +116,11 @@ def parse_segment(data: bytes, delimiter: str, columns: list[str], names: list[s
     # One block for the whole segment: it holds whole records, so Arrow need not look for where to cut.
     read = pcsv.ReadOptions(block_size=max(1, min(len(data) + 1, 1 << 30)), use_threads=False,
                             column_names=names or [])
-    # The bytes are valid UTF-8 (record_segments checked them) and fields are cut at ASCII bytes, which
-    # never fall inside a character: checking every field again would only cost time.
-    convert = pcsv.ConvertOptions(include_columns=columns, check_utf8=False,
-                                  column_types=dict.fromkeys(columns, pa.string()))
     try:
+        # The bytes are valid UTF-8: record_segments checked them.
         table = pcsv.read_csv(pa.BufferReader(data), read_options=read,
-                              parse_options=_parse_options(delimiter, bad_rows), convert_options=convert)
+                              parse_options=csv_parse_options(delimiter, bad_rows),
+                              convert_options=string_columns(columns))
     except pa.ArrowInvalid as err:
         if "Empty CSV file" not in str(err):
             raise
@@ -156,9 +128,19 @@ def parse_segment(data: bytes, delimiter: str, columns: list[str], names: list[s
     return ParsedSegment(table, bad_rows)
 
 
-def _parse_options(delimiter: str, bad_rows: list[str]) -> pcsv.ParseOptions:
+def csv_parse_options(delimiter: str, bad_rows: list[str]) -> pcsv.ParseOptions:
+    """Arrow's CSV parsing as ingest reads: values may hold newlines, and each record with the wrong
+    number of fields is skipped into `bad_rows` (its text), for the caller to keep as an error."""
     def keep_bad_row(row) -> str:
         bad_rows.append(row.text)
         return "skip"
 
     return pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
+
+
+def string_columns(columns: list[str]) -> pcsv.ConvertOptions:
+    """Only `columns`, as strings, from bytes already known to be UTF-8 (checked beforehand, or transcoded
+    by Arrow): fields are cut at ASCII bytes, which never fall inside a character, so checking every field
+    again would only cost time."""
+    return pcsv.ConvertOptions(include_columns=columns, check_utf8=False,
+                               column_types=dict.fromkeys(columns, pa.string()))

@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from textrnn import lenient
 from textrnn.config import IngestParams
-from textrnn.segments import iter_segments, record_segments
+from textrnn.segments import csv_parse_options, iter_segments, record_segments, string_columns
 
 RAW_SCHEMA = pa.schema([
     ("text", pa.string()),
@@ -248,17 +248,9 @@ def _iter_delimited_segments(fs, path: str, p: IngestParams, delimiter: str,
 def _iter_delimited_arrow(fs, path: str, p: IngestParams, delimiter: str, encoding: str):
     """Arrow's streaming CSV reader, which transcodes a file in another encoding than UTF-8 as it reads."""
     bad_rows: list[str] = []
-
-    def keep_bad_row(row) -> str:
-        bad_rows.append(row.text)
-        return "skip"
-
     read = pcsv.ReadOptions(block_size=_BLOCK, encoding=encoding)
-    parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=keep_bad_row)
-    # The bytes reaching the parser are UTF-8 that Arrow transcoded itself: checking every field again
-    # would be a second serial pass over the text.
-    convert = pcsv.ConvertOptions(include_columns=[p.text_column, p.label_column], check_utf8=False,
-                                  column_types={p.text_column: pa.string(), p.label_column: pa.string()})
+    parse = csv_parse_options(delimiter, bad_rows)
+    convert = string_columns([p.text_column, p.label_column])  # the parser sees UTF-8 Arrow transcoded
     first = 1
     with fs.open(path, "rb") as handle:
         paced = PacedInput(handle, _BLOCK)

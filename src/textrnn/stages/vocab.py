@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
         # One stream over every split's shards: the workers never wait at a split's end. Threads hand their
         # shard's encoding back as arrays; worker processes write it beside the others, and this process
         # joins the files (nothing large goes through a pipe).
-        if p.executor == "process" and p.workers > 1:
+        if isinstance(pool, ProcessPoolExecutor):
             encoded = in_order((pool.submit(encode_shard_to_files, shard, vocab, str(scratch / f"{split}-{i:05d}"),
                                             tokenised.get(shard))
                                 for split in SPLITS for i, shard in enumerate(shards[split])), window)
