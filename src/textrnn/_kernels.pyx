@@ -129,6 +129,13 @@ cdef inline int32_t _mapped(const uint8_t *data, int64_t i, bint nfkc, int *size
     return _full_width_as_ascii(cp) if nfkc else cp
 
 
+cdef inline bint _is_plain(int32_t cp, uint8_t trait, bint nfkc) noexcept nogil:
+    """Whether the normalisation writes this character as it is and no step looks at it: not ASCII (HTML,
+    URLs, numbers and the word boundaries are all ASCII), without a trait, and not a full-width form."""
+    return (cp >= 0x80 and trait == 0
+            and not (nfkc and (cp == IDEOGRAPHIC_SPACE or FULL_WIDTH_FIRST <= cp <= FULL_WIDTH_LAST)))
+
+
 cdef int64_t _number_end(const uint8_t *data, int64_t i, int64_t end, bint nfkc) noexcept nogil:
     """Where RE2's leftmost-first match of \\b[0-9]+(?:[.,][0-9]+)*\\b starting at digit i ends, or -1.
 
@@ -162,7 +169,7 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
     character whose NFKC needs utf8proc (whichever comes first)."""
     cdef bint nfkc = (flags & FLAG_NFKC) != 0, lowercase = (flags & FLAG_LOWERCASE) != 0
     cdef bint strip_html = (flags & FLAG_STRIP_HTML) != 0, placeholders = (flags & FLAG_PLACEHOLDERS) != 0
-    cdef int64_t start = pos, number_end, last
+    cdef int64_t start = pos, number_end, last, run_start
     cdef bint in_run = False
     cdef bint prev_word = False  # whether the character before is one of RE2's word characters (for \b)
     cdef int ws = 0  # w or W characters just before: 'www.' is where a URL match can start
@@ -172,6 +179,19 @@ cdef int64_t _normalise_row(const uint8_t *data, int64_t i, int64_t end, int fla
     while i < end:
         cp = _decode(data, i, &size)
         trait = traits[cp]
+        if _is_plain(cp, trait, nfkc):
+            # Most of a Chinese text: a run of characters that no step changes or looks at, copied whole.
+            run_start = i
+            i += size
+            while i < end:
+                cp = _decode(data, i, &size)
+                if not _is_plain(cp, traits[cp], nfkc):
+                    break
+                i += size
+            memcpy(out + pos, data + run_start, i - run_start)
+            pos += i - run_start
+            in_run, prev_word, ws = False, False, 0
+            continue
         if nfkc:
             if trait & TRAIT_NEEDS_UTF8PROC:  # never a full-width form: those are mapped here
                 return -ROW_NFKC_FIRST

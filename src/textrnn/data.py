@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textrnn.io import read_json, start_writeback, write_json_into
+from textrnn.io import read_json, start_writeback_of, write_json_into
 
 _FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}
 
@@ -79,6 +79,7 @@ class _SplitWriter:
         self.files = {name: self._open.enter_context(open(self.folder / f"{name}.bin", "wb", buffering=0))  # noqa: SIM115
                       for name in _FILES}
         _write_all(self.files["offsets"], np.zeros(1, np.int64))
+        self._written = dict.fromkeys(_FILES, 0)
         return self
 
     def add(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, n_unknown: int) -> None:
@@ -87,12 +88,22 @@ class _SplitWriter:
         _write_all(self.files["offsets"], ends + self.tokens)
         _write_all(self.files["labels"], labels)
         self._count(len(labels), len(ids), n_unknown, np.bincount(np.diff(offsets)))
+        self._start_writeback()
 
     def add_part(self, part: EncodedPart) -> None:
         _append_file(self.files["ids"], f"{part.prefix}.ids.bin")
         _write_all(self.files["offsets"], np.fromfile(f"{part.prefix}.offsets.bin", np.int64) + self.tokens)
         _append_file(self.files["labels"], f"{part.prefix}.labels.bin")
         self._count(part.rows, part.tokens, part.unknown, part.length_counts)
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Start writing what the chunk added to disk (see io.start_writeback): chunk by chunk, the disk
+        writes while the workers encode, rather than all at the split's end, with the workers waiting."""
+        for name, handle in self.files.items():
+            end = handle.tell()
+            start_writeback_of(handle.fileno(), self._written[name], end - self._written[name])
+            self._written[name] = end
 
     def _count(self, rows: int, tokens: int, unknown: int, length_counts: np.ndarray) -> None:
         self.length_counts = _add_counts(self.length_counts, length_counts)
@@ -102,8 +113,6 @@ class _SplitWriter:
         self._open.close()
         if exc[0] is not None:
             return
-        for name in _FILES:
-            start_writeback(self.folder / f"{name}.bin")
         rows, tokens = self.rows, self.tokens
         pct = percentiles_of_counts(self.length_counts, [50, 90, 99, 100]) if rows else [0, 0, 0, 0]
         self.stats = {"rows": rows, "tokens": tokens, "oov_rate": round(self.unknown / tokens, 6) if tokens else 0.0,

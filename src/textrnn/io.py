@@ -59,9 +59,15 @@ def start_writeback(path: str | Path) -> None:
         return
     fd = os.open(path, os.O_RDONLY)
     try:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        start_writeback_of(fd)
     finally:
         os.close(fd)
+
+
+def start_writeback_of(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """`start_writeback` for bytes [offset, offset + nbytes) of an open file (nbytes 0: to its end)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 def _fsync_tree(root: Path) -> None:

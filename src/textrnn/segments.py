@@ -6,56 +6,34 @@ outside quotes, though, and whether a byte is inside quotes follows from a far s
 `kernels.csv_record_ends` follows Arrow's parser states (field start, unquoted, quoted, a quote inside
 quotes) over the bytes, at ~0.5 ns a byte, where parsing and converting take ~1.5 ns.
 
-1. `record_segments` reads the file once: the compiled pass cuts it after the last record of each block
-   (serial, since each block starts in the state the one before ended in), while `workers` threads check
-   that the bytes are UTF-8 (each checked piece starts at a character's first byte; a character cut by a
-   block's end is checked with its rest).
-2. `iter_segments` reads the segments again, in order, and Arrow parses `workers` of them at a time, each
-   as a whole file of its own (the first with the header; the others are given the header's names).
-Cutting at the parser's own record ends, the records and their order are what one serial parse gives; a
-property test holds the parsed segments equal to Arrow's parse of the whole file.
+The file is read once. `cut_records` cuts each block read after its last record (serial, since each block
+starts in the state the one before ended in; the rest of the block starts the next segment), and
+`iter_segments` hands the segments to `workers` threads, which check that a segment is UTF-8 and parse it
+as a whole file of its own (the first with the header; the others are given the header's names). A
+segment starts after a line end, so at a character's first byte: checking the segments one by one checks
+the file. Cutting at the parser's own record ends, the records and their order are what one serial parse
+gives; a property test holds the parsed segments equal to Arrow's parse of the whole file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from textrnn import kernels
-from textrnn.lenient import utf8_pieces, valid_utf8
+from textrnn.lenient import valid_utf8
 from textrnn.parallel import in_order, make_executor
 
-
-def record_segments(fs, path: str, delimiter: str, workers: int, block: int) -> list[int] | None:
-    """Where the file's segments end: each holds whole records, about `block` bytes of them (a record
-    longer than a block makes its segment longer), and the last ends at the end of the file. None if the
-    file is not valid UTF-8."""
-    ends: list[int] = []
-    state, offset, carry = kernels.CSV_START, 0, b""
-    with make_executor("thread", workers) as pool, fs.open(path, "rb") as handle:
-        def checks() -> Iterator:
-            nonlocal state, offset, carry
-            while data := handle.read(block):
-                last, state = kernels.csv_record_ends(np.frombuffer(data, np.uint8), state, ord(delimiter), ord('"'))
-                if last >= 0:
-                    ends.append(offset + last)
-                offset += len(data)
-                pieces, carry = utf8_pieces(data, carry)
-                yield from (pool.submit(valid_utf8, piece) for piece in pieces)
-            yield pool.submit(valid_utf8, carry)
-
-        if not all(in_order(checks(), window=2 * workers)):
-            return None
-    if offset and (not ends or ends[-1] < offset):
-        ends.append(offset)  # the last record needs no line end: the end of the file ends it
-    return ends
-
-
 _UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class NotUTF8(ValueError):
+    """A segment of the file is not valid UTF-8; the segments before it were yielded."""
 
 
 @dataclass(frozen=True)
@@ -66,31 +44,77 @@ class ParsedSegment:
     bad_rows: list[str]
 
 
-def iter_segments(fs, path: str, ends: list[int], delimiter: str, columns: list[str], workers: int,
+def cut_records(handle, delimiter: str, block: int) -> Iterator[bytes | memoryview]:
+    """The file's bytes as segments of whole records, in order: each is what is left of the block before
+    and the records of the next `block` bytes read (a record longer than a block makes its segment
+    longer); the last ends at the end of the file. A segment starting with a BOM joins the one before
+    (Arrow would drop a BOM that starts its input; mid-file it is text)."""
+    pending = None
+    for segment in _record_cuts(handle, delimiter, block):
+        if pending is not None and bytes(segment[:3]) != _UTF8_BOM:
+            yield pending
+            pending = segment
+        else:
+            pending = segment if pending is None else bytes(pending) + bytes(segment)
+    if pending is not None:
+        yield pending
+
+
+def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryview]:
+    """Each block is read behind the unended record left from the one before, into a buffer of its own,
+    and cut after its last record end: the segment is a view of that buffer, not a copy."""
+    state, rest, longer = kernels.CSV_START, b"", []  # `longer`: a record that no block has ended yet
+    while True:
+        buffer = bytearray(len(rest) + block)
+        buffer[:len(rest)] = rest
+        read = handle.readinto(memoryview(buffer)[len(rest):])
+        if not read:
+            break
+        filled = len(rest) + read
+        last, state = kernels.csv_record_ends(np.frombuffer(buffer, np.uint8, read, len(rest)), state, ord(delimiter),
+                                              ord('"'))
+        if last < 0:
+            longer.append(memoryview(buffer)[:filled])
+            rest = b""
+            continue
+        cut = len(rest) + last  # (where the last record ends: the byte after its line end)
+        segment = memoryview(buffer)[:cut]
+        yield b"".join([*longer, segment]) if longer else segment
+        longer, rest = [], bytes(buffer[cut:filled])
+    if longer or rest:  # the last record needs no line end: the end of the file ends it
+        yield b"".join([*longer, rest])
+
+
+def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: int, block: int,
                   check_header: Callable[[list[str]], None]) -> Iterator[ParsedSegment]:
     """Parse every segment, `workers` at a time in threads, and yield them in file order.
-    `check_header(names)` sees the header's names first, and may raise."""
-    if not ends:
-        return
+    `check_header(names)` sees the header's names first, and may raise. Raises NotUTF8 where a segment
+    is not UTF-8, after yielding the segments before it."""
     with make_executor("thread", workers) as pool, fs.open(path, "rb") as handle:
-        first = handle.read(ends[0])
+        segments = cut_records(handle, delimiter, block)
+        first = next(segments, None)
+        if first is None:
+            return
+        _check_utf8(first, path)  # before its header is read
         names = header_names(first, delimiter)
         if not names:  # nothing but blank lines
             return
         check_header(names)
+        parses = (pool.submit(_checked_parse, segment, delimiter, columns, names if i else None, path, i > 0)
+                  for i, segment in enumerate(chain([first], segments)))
+        yield from in_order(parses, window=2 * workers)
 
-        def parses() -> Iterator:
-            pending, pending_names = first, None
-            for start, end in zip(ends, ends[1:]):
-                data = handle.read(end - start)
-                if data.startswith(_UTF8_BOM):  # Arrow drops a BOM that starts its input: keep this one inside
-                    pending += data
-                    continue
-                yield pool.submit(parse_segment, pending, delimiter, columns, pending_names)
-                pending, pending_names = data, names
-            yield pool.submit(parse_segment, pending, delimiter, columns, pending_names)
 
-        yield from in_order(parses(), window=2 * workers)
+def _checked_parse(data, delimiter: str, columns: list[str], names: list[str] | None, path: str,
+                   check: bool) -> ParsedSegment:
+    if check:
+        _check_utf8(data, path)
+    return parse_segment(data, delimiter, columns, names)
+
+
+def _check_utf8(data, path: str) -> None:
+    if not valid_utf8(data):
+        raise NotUTF8(f"{path}: not valid UTF-8")
 
 
 def header_names(data: bytes, delimiter: str) -> list[str]:
@@ -117,7 +141,7 @@ def parse_segment(data: bytes, delimiter: str, columns: list[str], names: list[s
     read = pcsv.ReadOptions(block_size=max(1, min(len(data) + 1, 1 << 30)), use_threads=False,
                             column_names=names or [])
     try:
-        # The bytes are valid UTF-8: record_segments checked them.
+        # The bytes are valid UTF-8: iter_segments checked them.
         table = pcsv.read_csv(pa.BufferReader(data), read_options=read,
                               parse_options=csv_parse_options(delimiter, bad_rows),
                               convert_options=string_columns(columns))

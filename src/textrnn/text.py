@@ -60,31 +60,45 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     if len(out) == 0:
         return _normalise_with_arrow(out, s)
     out = pa.concat_arrays([out]) if out.offset else out  # buffers from row 0: the validity bitmap is reused
-    tables = _normalisation_tables()
-    flags = ((kernels.NFKC if s.nfkc else 0) | (kernels.LOWERCASE if s.lowercase else 0)
-             | (kernels.STRIP_HTML if s.strip_html else 0) | (kernels.PLACEHOLDERS if s.placeholders else 0))
-    valid = np.ones(len(out), bool) if out.null_count == 0 else pc.is_valid(out).to_numpy(zero_copy_only=False)
-    data, offsets, status = kernels.normalise_common(*utf8_buffers(out), valid, flags, *tables)
-    common = _string_array(len(out), offsets, data, out.buffers()[0], out.null_count)
+    common, status = _normalise_compiled(out, s)
     left = status != kernels.DONE
     if not left.any():
         return common
     return pc.replace_with_mask(common, pa.array(left), _normalise_rows_left(out, status, s))
 
 
+def _normalise_compiled(texts: pa.StringArray, s: Normalisation) -> tuple[pa.StringArray, np.ndarray]:
+    """The compiled pass over a (row 0 based) string array: the rows it normalised, the others empty, and
+    what it did with each row (kernels.DONE, LEFT_TO_ARROW or NFKC_FIRST)."""
+    flags = ((kernels.NFKC if s.nfkc else 0) | (kernels.LOWERCASE if s.lowercase else 0)
+             | (kernels.STRIP_HTML if s.strip_html else 0) | (kernels.PLACEHOLDERS if s.placeholders else 0))
+    valid = np.ones(len(texts), bool) if texts.null_count == 0 else pc.is_valid(texts).to_numpy(zero_copy_only=False)
+    data, offsets, status = kernels.normalise_common(*utf8_buffers(texts), valid, flags, *_normalisation_tables())
+    return _string_array(len(texts), offsets, data, texts.buffers()[0], texts.null_count), status
+
+
 def _normalise_rows_left(texts: pa.StringArray, status: np.ndarray, s: Normalisation) -> pa.Array:
     """The rows the compiled pass left, normalised, in row order. A row stopped by a character that needs
     utf8proc's NFKC (an ellipsis '…' is three dots) takes utf8proc's NFKC, then the compiled pass again
     with NFKC off: NFKC is the first step, so the rest on its result is the whole normalisation. Rows with
-    HTML, a URL or an e-mail (first, or after that NFKC) take the Arrow passes."""
-    nfkc_first = np.flatnonzero(status == kernels.NFKC_FIRST)
+    HTML, a URL or an e-mail (first, or after that NFKC) take the Arrow passes, all in one go: their cost
+    is mostly per call (RE2 compiles each pattern on every call)."""
     to_arrow = np.flatnonzero(status == kernels.LEFT_TO_ARROW)
-    parts = []
-    if len(to_arrow):
-        parts.append(_normalise_with_arrow(texts.take(to_arrow), s))
+    nfkc_first = np.flatnonzero(status == kernels.NFKC_FIRST)
+    for_arrow, parts, rows = [texts.take(to_arrow)], [], []
     if len(nfkc_first):
-        parts.append(normalise(pc.utf8_normalize(texts.take(nfkc_first), "NFKC"), dataclasses.replace(s, nfkc=False)))
-    order = np.argsort(np.concatenate([to_arrow, nfkc_first]), kind="stable")
+        nfkc_done = pc.utf8_normalize(texts.take(nfkc_first), "NFKC")
+        common, again = _normalise_compiled(nfkc_done, dataclasses.replace(s, nfkc=False))
+        done = again == kernels.DONE
+        parts.append(common.filter(pa.array(done)))
+        rows.append(nfkc_first[done])
+        # NFKC is idempotent: the Arrow passes' NFKC leaves these rows as they are.
+        for_arrow.append(nfkc_done.filter(pa.array(~done)))
+        to_arrow = np.concatenate([to_arrow, nfkc_first[~done]])
+    if len(to_arrow):
+        parts.append(_normalise_with_arrow(pa.concat_arrays(for_arrow), s))
+        rows.append(to_arrow)
+    order = np.argsort(np.concatenate(rows), kind="stable")
     return pa.concat_arrays(parts).take(order)
 
 
@@ -321,16 +335,28 @@ def _where(texts: pa.Array, found: np.ndarray, transform, trigger: str | None = 
 
 def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
     """Remove tags and decode entities until nothing changes: one pass can uncover new ones
-    ('&amp;lt;b&amp;gt;' → '&lt;b&gt;' → '<b>' → ''), and normalising twice must change nothing."""
+    ('&amp;lt;b&amp;gt;' → '&lt;b&gt;' → '<b>' → ''), and normalising twice must change nothing.
+
+    The tag pattern costs ~2 ms to compile (RE2 unrolls its {0,200}), on every call: it runs only on the
+    rows where the unbounded `_TAG_TRIGGER` finds something, which after the first pass are seldom any."""
     for _ in range(max_passes):
-        stripped = pc.replace_substring_regex(texts, _HTML_TAG, " ")
-        stripped = pc.replace_substring_regex(stripped, _NUMERIC_ENTITY, " ")
-        for entity, char in _HTML_ENTITIES.items():
-            stripped = pc.replace_substring(stripped, entity, char)
+        stripped = _where(texts, _rows_holding(texts, _TAG_BYTES), _replacing(_HTML_TAG, " "), _TAG_TRIGGER)
+        stripped = _where(stripped, _rows_holding(stripped, _ENTITY_BYTES), _decode_entities)
         if stripped.equals(texts):
             break
         texts = stripped
     return texts
+
+
+_TAG_TRIGGER = r"<[^<>]*>"  # every match of _HTML_TAG is a match of this
+_TAG_BYTES, _ENTITY_BYTES = ((0x3C, 0x3C),), ((0x26, 0x26),)
+
+
+def _decode_entities(texts: pa.Array) -> pa.Array:
+    out = pc.replace_substring_regex(texts, _NUMERIC_ENTITY, " ")
+    for entity, char in _HTML_ENTITIES.items():
+        out = pc.replace_substring(out, entity, char)
+    return out
 
 
 def truncate(texts: pa.Array, max_chars: int) -> pa.Array:

@@ -1,6 +1,6 @@
 """textrnn.segments: a UTF-8 CSV cut after the records the compiled pass finds, parsed segment by segment,
 gives what Arrow's parse of the whole file gives, wherever the blocks end; and the UTF-8 check finds a bad
-byte in any block, whole characters split across blocks passing."""
+byte in any segment, whole characters split across blocks passing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textrnn import kernels
-from textrnn.segments import iter_segments, record_segments
+from textrnn.segments import NotUTF8, cut_records, iter_segments
 
 FS = fsspec.filesystem("file")
 COLUMNS = ["text", "label"]
@@ -38,11 +38,10 @@ def whole_file_parse(path, delimiter: str) -> tuple[list[dict], list[str]]:
 
 
 def segmented_parse(path, delimiter: str, block: int, workers: int) -> tuple[list[dict], list[str]]:
-    ends = record_segments(FS, str(path), delimiter, workers, block)
-    assert ends is not None and ends == sorted(set(ends))
-    assert not ends or ends[-1] == path.stat().st_size
+    with open(path, "rb") as handle:
+        assert b"".join(bytes(segment) for segment in cut_records(handle, delimiter, block)) == path.read_bytes()
     rows, bad = [], []
-    for segment in iter_segments(FS, str(path), ends, delimiter, COLUMNS, workers, check_header=lambda names: None):
+    for segment in iter_segments(FS, str(path), delimiter, COLUMNS, workers, block, check_header=lambda names: None):
         rows += segment.table.to_pylist()
         bad += segment.bad_rows
     return rows, bad
@@ -71,34 +70,54 @@ def test_record_ends_follow_quotes_doubled_quotes_and_every_line_end():
     assert ends(b'"\n', 2) == (2, 0)  # a block starting inside quotes: the quote closes them
 
 
+def parse_all(path, workers: int, block: int) -> int:
+    return sum(segment.table.num_rows for segment in iter_segments(FS, str(path), ",", ["a", "b"], workers, block,
+                                                                  check_header=lambda names: None))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_record_segments_find_a_bad_byte_in_any_block_and_pass_characters_split_across_blocks(workers, tmp_path):
+def test_segments_find_a_bad_byte_in_any_segment_and_pass_characters_split_across_blocks(workers, tmp_path):
     lines = [f"{i},好评很多的评论😀\n".encode() for i in range(60)]
     good = tmp_path / "good.csv"
-    good.write_bytes(b"".join(lines))
+    good.write_bytes(b"a,b\n" + b"".join(lines))
     for block in (1, 2, 3, 5, 50, 1 << 20):  # read boundaries inside every kind of character
-        assert record_segments(FS, str(good), ",", workers, block) is not None
+        assert parse_all(good, workers, block) == 60
     for at in (0, 30, 59):
         bad = tmp_path / f"bad{at}.csv"
-        bad.write_bytes(b"".join(lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]))  # a character cut short
-        assert record_segments(FS, str(bad), ",", workers, 50) is None
+        bad.write_bytes(b"a,b\n" + b"".join(lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]))  # cut short
+        with pytest.raises(NotUTF8, match="bad"):
+            parse_all(bad, workers, 50)
     cut_at_end = tmp_path / "cut_at_end.csv"
-    cut_at_end.write_bytes(b"text,label\nok,pos\n\xe5\xa5")
-    assert record_segments(FS, str(cut_at_end), ",", workers, 7) is None
+    cut_at_end.write_bytes(b"a,b\nok,pos\n\xe5\xa5")
+    with pytest.raises(NotUTF8):
+        parse_all(cut_at_end, workers, 7)
 
 
-def test_record_segments_are_about_a_block_long_and_hold_whole_records(tmp_path):
+def test_segments_are_about_a_block_long_and_hold_whole_records(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"text,label\n" + b"".join(b'"row %d, with a\nnewline",pos\n' % i for i in range(1000)))
-    ends = record_segments(FS, str(path), ",", 1, 1000)
-    assert 20 <= len(ends) <= 40 and ends[-1] == path.stat().st_size
-    data = path.read_bytes()
-    assert all(data[end - len(b",pos\n"):end] == b",pos\n" for end in ends)
+    with open(path, "rb") as handle:
+        segments = [bytes(segment) for segment in cut_records(handle, ",", 1000)]
+    assert 20 <= len(segments) <= 40 and b"".join(segments) == path.read_bytes()
+    assert all(segment.endswith(b",pos\n") for segment in segments)
+    assert all(len(segment) < 1000 + 40 for segment in segments)
+
+
+def test_a_record_longer_than_many_blocks_is_one_segment(tmp_path):
+    path = tmp_path / "long.csv"
+    long_text = "很长的评论，".join(str(i) for i in range(2000))
+    path.write_text(f'text,label\n"{long_text}\n",pos\nshort,neg', encoding="utf-8")
+    with open(path, "rb") as handle:
+        segments = [bytes(segment) for segment in cut_records(handle, ",", 64)]
+    assert b"".join(segments) == path.read_bytes() and len(segments) == 3
+    assert segmented_parse(path, ",", 64, 2) == whole_file_parse(path, ",")
 
 
 def test_an_empty_file_has_no_segments_and_a_file_of_blank_lines_no_records(tmp_path):
     empty, blank = tmp_path / "empty.csv", tmp_path / "blank.csv"
     empty.write_bytes(b"")
     blank.write_bytes(b"\n\r\n\n")
-    assert record_segments(FS, str(empty), ",", 1, 16) == []
+    with open(empty, "rb") as handle:
+        assert list(cut_records(handle, ",", 16)) == []
+    assert segmented_parse(empty, ",", 16, 1) == ([], [])
     assert segmented_parse(blank, ",", 2, 1) == ([], [])

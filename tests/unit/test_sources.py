@@ -70,6 +70,25 @@ def test_csv_invalid_utf8_in_a_field_becomes_bad_utf8_with_null_text(tmp_path):
     assert [rows[0]["text"], rows[2]["text"]] == ["ok", "fine"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_csv_bad_bytes_after_the_first_segment_keep_every_row_once_in_order(workers, tmp_path, monkeypatch):
+    """The segments before the bad one are parsed by Arrow, the per-row reader takes over at the first
+    record after them: the rows are what the per-row reader gives for the whole file."""
+    from textrnn import sources
+
+    monkeypatch.setattr(sources, "_BLOCK", 64)  # many segments
+    lines = [f'"评论 {i}, 很好\n第二行",{"pos" if i % 3 else "neg"}\n'.encode() for i in range(300)]
+    lines[200] = b"broken \xff bytes,neg\n"
+    path = write(tmp_path / "late.csv", b"text,label\n" + b"".join(lines))
+    rows = read_all(path, workers=workers)
+    assert [r["row"] for r in rows] == list(range(1, 301))
+    assert [r["error"] for r in rows] == [None] * 200 + ["bad_utf8"] + [None] * 99
+    assert [r["text"] for r in rows[:3]] == ["评论 0, 很好\n第二行", "评论 1, 很好\n第二行", "评论 2, 很好\n第二行"]
+    assert rows[299]["text"] == "评论 299, 很好\n第二行" and rows[299]["label"] == "pos"
+    monkeypatch.setattr(sources, "_BLOCK", 1 << 24)  # one segment: all of it per row
+    assert read_all(path, workers=workers) == rows
+
+
 def test_empty_csv_yields_no_rows(tmp_path):
     assert read_all(write(tmp_path / "empty.csv", b"")) == []
 
