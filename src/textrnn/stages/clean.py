@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from textrnn.cleaning import (
     BAD_FIELD_COUNT,
@@ -39,7 +38,7 @@ from textrnn.cleaning import (
     text_hashes,
 )
 from textrnn.config import CleanParams
-from textrnn.io import atomic_dir, list_shards, read_json, shard_name, write_json_into, write_table
+from textrnn.io import atomic_dir, list_shards, read_json, read_shard, shard_name, write_json_into, write_table
 from textrnn.parallel import in_order, make_executor
 from textrnn.text import Normalisation, prepare_normaliser
 
@@ -100,7 +99,7 @@ def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
     """Map step for one raw shard (runs in a worker): writes the staged rows and, beside them, the
     shard's distinct (hash, label) keys; returns where the keys are."""
     keys_prefix = f"{staged}.keys"
-    table = pq.read_table(shard)
+    table = read_shard(shard)
     if table.num_rows:
         batch = table.combine_chunks().to_batches()[0]
         text, label_ids, reason = check_rows(batch, rules)
@@ -169,7 +168,7 @@ def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanPa
     if len(rows):
         row_reason = reason[rows]
         row_split = np.where(np.isin(row_reason, _WITHOUT_TEXT), _NO_SPLIT, split[rows])
-        raw_text = pq.read_table(raw, columns=["text"]).column("text").take(rows)
+        raw_text = read_shard(raw, columns=["text"]).column("text").take(rows)
         _write_rejects(Path(rejects) / shard_name(shard), raw_text, staged_table.take(rows), row_reason, row_split)
         rejected.update(_count_by_reason_and_split(row_reason, row_split))
     return kept, rejected, staged_table.num_rows
