@@ -1,13 +1,14 @@
 """Data-stage throughput and memory: ingest + clean + vocab (count and encode) of this project against a
 straightforward pandas + Python-loop reference doing the same normalisation and counting, in one run.
 
-    .venv/bin/python bench/data_throughput.py [--mb 200] [--scale 10] [--reference-mb 50] [--repeat 2]
+    .venv/bin/python bench/data_throughput.py [--mb 200] [--scale 10] [--reference-mb 50] [--repeat 3]
                                               [--workdir DIR]
 
 1. Generates a CSV of unique review-like rows (clauses of the real default corpus recombined), --mb MB.
 2. Times the project's stages with 1 and 2 workers, and the reference (on the first --reference-mb MB,
-   since it is slow; its MB/s is what is compared), printing MB/s and the ratios. Each is run --repeat
-   times and the fastest run counts, for all three alike: on a shared machine that is the least disturbed.
+   since it is slow; its MB/s is what is compared), printing MB/s and the ratios. The three run in turn,
+   --repeat rounds of them, so a slow spell of a shared machine falls on all alike; for each, the fastest
+   run counts (the least disturbed).
 3. Peak RSS of the project's stages at 1× and --scale× the input (each in a fresh process), and the ratio.
 Ratios are printed last.
 """
@@ -118,13 +119,17 @@ def measure_in_subprocess(mode: str, csv_path: Path, workdir: Path, workers: int
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def best_of(runs: int, mode: str, csv_path: Path, workdir: Path, workers: int = 1) -> dict:
-    """The fastest of `runs` measurements (the least disturbed by other work on a shared machine) and the
-    highest peak RSS of them."""
-    results = []
-    for run in range(runs):
-        results.append(measure_in_subprocess(mode, csv_path, workdir.with_name(f"{workdir.name}-{run}"), workers))
-    return {"seconds": min(r["seconds"] for r in results), "peak_mib": max(r["peak_mib"] for r in results)}
+def fastest_in_rounds(rounds: int, measurements: dict[str, tuple]) -> dict[str, dict]:
+    """Each measurement (name: measure_in_subprocess arguments) run `rounds` times, in rounds that run
+    every measurement once in turn, so that a slow spell of a shared machine falls on all of them alike.
+    Per measurement: the fastest run (the least disturbed) and the highest peak RSS."""
+    results: dict[str, list[dict]] = {name: [] for name in measurements}
+    for run in range(rounds):
+        for name, (mode, csv_path, workdir, workers) in measurements.items():
+            results[name].append(measure_in_subprocess(mode, csv_path, workdir.with_name(f"{workdir.name}-{run}"),
+                                                       workers))
+    return {name: {"seconds": min(r["seconds"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs)}
+            for name, runs in results.items()}
 
 
 def main() -> None:
@@ -133,7 +138,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=10, help="size of the memory run, × --mb")
     parser.add_argument("--reference-mb", type=float, default=50)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per speed measurement; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the speed measurements; the fastest counts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
@@ -142,9 +147,10 @@ def main() -> None:
         generate_corpus(ref_csv, min(args.reference_mb, args.mb))
         os.sync()  # the corpora's writeback would otherwise compete with the first timed runs' disk writes
         size_mb, ref_mb = small.stat().st_size / 1e6, ref_csv.stat().st_size / 1e6
-        one = best_of(args.repeat, "project", small, root / "w1", 1)
-        two = best_of(args.repeat, "project", small, root / "w2", 2)
-        ref = best_of(args.repeat, "reference", ref_csv, root / "ref")  # (the reference writes nothing)
+        fastest = fastest_in_rounds(args.repeat, {
+            "one": ("project", small, root / "w1", 1), "two": ("project", small, root / "w2", 2),
+            "ref": ("reference", ref_csv, root / "ref", 1)})  # (the reference writes nothing)
+        one, two, ref = fastest["one"], fastest["two"], fastest["ref"]
         generate_corpus(big, args.mb * args.scale, seed=1)
         os.sync()
         big_mb = big.stat().st_size / 1e6
