@@ -34,12 +34,12 @@ def _utf8_pieces_of_file(fs, path: str) -> Iterator[bytes | memoryview]:
     carry = b""
     with fs.open(path, "rb") as handle:
         while data := handle.read(BLOCK):
-            pieces, carry = utf8_pieces(data, carry)
+            pieces, carry = _utf8_pieces(data, carry)
             yield from pieces
     yield carry
 
 
-def utf8_pieces(data: bytes, carry: bytes) -> tuple[list[bytes | memoryview], bytes]:
+def _utf8_pieces(data: bytes, carry: bytes) -> tuple[list[bytes | memoryview], bytes]:
     """The next block of a file as pieces to check for UTF-8 one by one, and the bytes to carry into the
     next block's pieces (the last piece of a file is the carry left at its end). Each piece starts at a
     character's first byte; a character cut by the block's end is checked with its rest. The block's bulk

@@ -100,15 +100,14 @@ def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: in
         if not names:  # nothing but blank lines
             return
         check_header(names)
-        parses = (pool.submit(_checked_parse, segment, delimiter, columns, names if i else None, path, i > 0)
-                  for i, segment in enumerate(chain([first], segments)))
+        parses = chain([pool.submit(parse_segment, first, delimiter, columns, None)],
+                       (pool.submit(_checked_parse, segment, delimiter, columns, names, path) for segment in segments))
         yield from in_order(parses, window=2 * workers)
 
 
-def _checked_parse(data, delimiter: str, columns: list[str], names: list[str] | None, path: str,
-                   check: bool) -> ParsedSegment:
-    if check:
-        _check_utf8(data, path)
+def _checked_parse(data, delimiter: str, columns: list[str], names: list[str], path: str) -> ParsedSegment:
+    """A segment after the first (which iter_segments checks itself): its UTF-8 checked, then parsed."""
+    _check_utf8(data, path)
     return parse_segment(data, delimiter, columns, names)
 
 

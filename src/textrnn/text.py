@@ -292,9 +292,10 @@ def _replacing(pattern: str, replacement: str):
     return lambda texts: pc.replace_substring_regex(texts, pattern, replacement)
 
 
-# ASCII bytes that every match of a pass holds ('<' or '&' in HTML, ':' or 'w' in a URL, '@', a digit), as
-# inclusive ranges. An ASCII byte never occurs inside a multi-byte UTF-8 character.
-_HTML_BYTES, _URL_BYTES = ((0x26, 0x26), (0x3C, 0x3C)), ((0x3A, 0x3A), (0x57, 0x57), (0x77, 0x77))
+# ASCII bytes that every match of a pass holds ('&' in an entity, '<' in a tag, ':' or 'w' in a URL, '@', a
+# digit), as inclusive ranges. An ASCII byte never occurs inside a multi-byte UTF-8 character.
+_ENTITY_BYTES, _TAG_BYTES = ((0x26, 0x26),), ((0x3C, 0x3C),)
+_HTML_BYTES, _URL_BYTES = _ENTITY_BYTES + _TAG_BYTES, ((0x3A, 0x3A), (0x57, 0x57), (0x77, 0x77))
 _EMAIL_BYTES, _DIGIT_BYTES = ((0x40, 0x40),), ((0x30, 0x39),)
 
 
@@ -349,7 +350,6 @@ def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
 
 
 _TAG_TRIGGER = r"<[^<>]*>"  # every match of _HTML_TAG is a match of this
-_TAG_BYTES, _ENTITY_BYTES = ((0x3C, 0x3C),), ((0x26, 0x26),)
 
 
 def _decode_entities(texts: pa.Array) -> pa.Array:
