@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
-import sys
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -55,9 +52,3 @@ def in_order(futures: Iterable[Future], window: int = 4) -> Iterator:
     while pending:
         yield pending.popleft().result()
 
-
-def import_in_background(module: str) -> None:
-    """Start importing `module` in a thread of its own, unless it is imported already; a thread that needs
-    it meanwhile waits on Python's import lock for this one import."""
-    if module not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=(module,), name=f"import {module}", daemon=True).start()

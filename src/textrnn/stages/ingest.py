@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from textrnn.config import IngestParams
 from textrnn.io import atomic_dir, shard_name, write_json_into, write_table
-from textrnn.parallel import import_in_background, in_order, make_executor
+from textrnn.parallel import in_order, make_executor
 from textrnn.sources import RAW_SCHEMA, iter_source
 
 log = logging.getLogger(__name__)
@@ -18,11 +18,6 @@ log = logging.getLogger(__name__)
 
 def run(out: Path, p: IngestParams) -> dict:
     """Stream the source into `out/part-*.parquet` (one shard per `p.chunk_rows` rows) and `out/stats.json`."""
-    # pyarrow imports pandas (0.3-0.6 s) on its first conversion of a Python or numpy value, in whichever
-    # thread gets there first, while the other workers wait. ingest needs no conversion: here the import
-    # runs beside its reading and parsing (native code, outside the GIL), and the stages after it find
-    # pandas imported when they run in the same process (a Prefect flow, the benchmark).
-    import_in_background("pandas")
     rows, shards, labels = 0, 0, set()
     with atomic_dir(out) as tmp, make_executor("thread", p.workers) as pool:
         batches = enumerate(_regroup(iter_source(p), p.chunk_rows))
