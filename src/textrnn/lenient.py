@@ -11,21 +11,22 @@ import itertools
 import json
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Executor
 
 import numpy as np
 import pyarrow as pa
 
-from textrnn.parallel import in_order, make_executor
+from textrnn.parallel import given_or_threads, in_order
 
 BLOCK = 1 << 24
 csv.field_size_limit(sys.maxsize)  # a legitimate review may be megabytes long
 
 
-def is_valid_utf8(fs, path: str, workers: int = 1) -> bool:
+def is_valid_utf8(fs, path: str, workers: int = 1, pool: Executor | None = None) -> bool:
     """Validate the file piece by piece in Arrow: twice the speed of bytes.decode, and nothing decoded is
-    kept. With more workers, pieces are validated in as many threads (Arrow releases the GIL), at most two
-    per worker read ahead."""
-    with make_executor("thread", workers) as pool:
+    kept. With more workers, pieces are validated `workers` at a time, in `pool` (the caller's) or in
+    threads of its own (Arrow releases the GIL), at most two per worker read ahead."""
+    with given_or_threads(pool, workers) as pool:
         checks = (pool.submit(valid_utf8, piece) for piece in _utf8_pieces_of_file(fs, path))
         return all(in_order(checks, window=2 * workers))
 

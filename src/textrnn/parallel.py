@@ -41,6 +41,11 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
             yield pool
 
 
+def given_or_threads(pool: Executor | None, workers: int) -> contextlib.AbstractContextManager[Executor]:
+    """The caller's executor as it is (the caller closes it), or threads of this call's own for `workers`."""
+    return contextlib.nullcontext(pool) if pool is not None else make_executor("thread", workers)
+
+
 def in_order(futures: Iterable[Future], window: int = 4) -> Iterator:
     """The results of lazily created futures in order, creating the next ones only while fewer than
     `window` are pending."""

@@ -18,6 +18,7 @@ gives; a property test holds the parsed segments equal to Arrow's parse of the w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import chain
 
@@ -27,7 +28,7 @@ import pyarrow.csv as pcsv
 
 from textrnn import kernels
 from textrnn.lenient import valid_utf8
-from textrnn.parallel import in_order, make_executor
+from textrnn.parallel import given_or_threads, in_order
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -86,11 +87,11 @@ def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryv
 
 
 def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: int, block: int,
-                  check_header: Callable[[list[str]], None]) -> Iterator[ParsedSegment]:
-    """Parse every segment, `workers` at a time in threads, and yield them in file order.
-    `check_header(names)` sees the header's names first, and may raise. Raises NotUTF8 where a segment
-    is not UTF-8, after yielding the segments before it."""
-    with make_executor("thread", workers) as pool, fs.open(path, "rb") as handle:
+                  check_header: Callable[[list[str]], None], pool: Executor | None = None) -> Iterator[ParsedSegment]:
+    """Parse every segment, `workers` at a time, in `pool` (the caller's) or in threads of its own, and
+    yield them in file order. `check_header(names)` sees the header's names first, and may raise. Raises
+    NotUTF8 where a segment is not UTF-8, after yielding the segments before it."""
+    with given_or_threads(pool, workers) as pool, fs.open(path, "rb") as handle:
         segments = cut_records(handle, delimiter, block)
         first = next(segments, None)
         if first is None:

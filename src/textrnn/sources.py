@@ -12,6 +12,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path, PurePosixPath
 
 import fsspec
@@ -25,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from textrnn import lenient
 from textrnn.config import IngestParams
+from textrnn.parallel import given_or_threads
 from textrnn.segments import NotUTF8, csv_parse_options, iter_segments, string_columns
 
 RAW_SCHEMA = pa.schema([
@@ -43,17 +45,24 @@ class SourceError(ValueError):
     """A source that cannot be read at all (missing file, missing column, unknown format)."""
 
 
-def iter_source(p: IngestParams) -> Iterator[pa.RecordBatch]:
-    """Yield RAW_SCHEMA batches of at most `p.chunk_rows` rows from the configured source."""
+def iter_source(p: IngestParams, pool: Executor | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield RAW_SCHEMA batches of at most `p.chunk_rows` rows from the configured source. The readers that
+    work in parallel (`p.workers` at a time) do so in `pool`, the caller's executor shared with its own
+    work on the batches (one set of threads for the cores, not one per task), or in threads of their own."""
     if p.source == BUILTIN:
         yield from _iter_builtin(p)
         return
     fs, files, fmt = resolve_source(p)
-    for path in files:
-        batches = _READERS[fmt](fs, path, p)
-        if p.max_rows_per_file and fmt != "folder":  # the folder reader limits files per class itself
-            batches = _limit_rows(batches, p.max_rows_per_file)
-        yield from batches
+    with given_or_threads(pool, p.workers) as pool:
+        for path in files:
+            yield from _read_file(fs, path, fmt, p, pool)
+
+
+def _read_file(fs, path: str, fmt: str, p: IngestParams, pool: Executor) -> Iterator[pa.RecordBatch]:
+    batches = _READERS[fmt](fs, path, p, pool)
+    if p.max_rows_per_file and fmt != "folder":  # the folder reader limits files per class itself
+        batches = _limit_rows(batches, p.max_rows_per_file)
+    yield from batches
 
 
 def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
@@ -182,7 +191,7 @@ def _check_columns(found: list[str], p: IngestParams, path: str) -> None:
                               f"columns found: {found}")
 
 
-def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[pa.RecordBatch]:
+def _iter_delimited(fs, path: str, p: IngestParams, pool: Executor, delimiter: str) -> Iterator[pa.RecordBatch]:
     utf8 = p.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
 
     def per_row():
@@ -196,7 +205,7 @@ def _iter_delimited(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[
         return SourceError(f"{path}: cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'} ({err})")
 
     if utf8:
-        fast = _iter_delimited_segments(fs, path, p, delimiter)
+        fast = _iter_delimited_segments(fs, path, p, pool, delimiter)
     else:
         fast = _iter_delimited_arrow(fs, path, p, delimiter, p.encoding)
     yield from _fast_then_per_row(fast, per_row, (pa.ArrowInvalid, UnicodeDecodeError, NotUTF8), refusal, path, p)
@@ -228,13 +237,14 @@ def _record_longer_than_a_block(err: Exception) -> bool:
     return "straddl" in str(err)
 
 
-def _iter_delimited_segments(fs, path: str, p: IngestParams, delimiter: str) -> Iterator[pa.RecordBatch]:
-    """The fast path for UTF-8: the file's segments of whole records, parsed by Arrow in `p.workers`
-    threads (textrnn.segments), as batches in file order. A segment's records with the wrong number of
+def _iter_delimited_segments(fs, path: str, p: IngestParams, pool: Executor,
+                             delimiter: str) -> Iterator[pa.RecordBatch]:
+    """The fast path for UTF-8: the file's segments of whole records, parsed by Arrow `p.workers` at a time
+    in `pool` (textrnn.segments), as batches in file order. A segment's records with the wrong number of
     fields follow its other records."""
     first = 1
     for segment in iter_segments(fs, path, delimiter, [p.text_column, p.label_column], p.workers, _BLOCK,
-                                 check_header=lambda names: _check_columns(names, p, path)):
+                                 check_header=lambda names: _check_columns(names, p, path), pool=pool):
         for batch in _rechunk(segment.table.to_batches(), p.chunk_rows):
             yield _make_batch(batch.column(p.text_column), _labels_as_strings(batch.column(p.label_column)), path,
                               first)
@@ -389,15 +399,15 @@ def _rechunk(reader, chunk_rows: int) -> Iterator[pa.RecordBatch]:
             yield batch.slice(start, chunk_rows)
 
 
-def _iter_csv(fs, path, p):
-    return _iter_delimited(fs, path, p, ",")
+def _iter_csv(fs, path, p, pool):
+    return _iter_delimited(fs, path, p, pool, ",")
 
 
-def _iter_tsv(fs, path, p):
-    return _iter_delimited(fs, path, p, "\t")
+def _iter_tsv(fs, path, p, pool):
+    return _iter_delimited(fs, path, p, pool, "\t")
 
 
-def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+def _iter_jsonl(fs, path: str, p: IngestParams, pool: Executor) -> Iterator[pa.RecordBatch]:
     """Arrow's JSON reader for well-formed files; the per-row reader when a file holds invalid UTF-8 or
     values Arrow cannot type (objects, mixed types)."""
     def per_row():
@@ -410,7 +420,7 @@ def _iter_jsonl(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
                                "text a string and every label a string or number")
         return None
 
-    if not lenient.is_valid_utf8(fs, path, p.workers):
+    if not lenient.is_valid_utf8(fs, path, p.workers, pool):
         yield from _iter_lenient(per_row(), path, p)
         return
     errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
@@ -434,7 +444,7 @@ def _iter_jsonl_arrow(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch
             first += batch.num_rows
 
 
-def _iter_parquet(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+def _iter_parquet(fs, path: str, p: IngestParams, pool: Executor) -> Iterator[pa.RecordBatch]:
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         _check_columns(parquet.schema_arrow.names, p, path)
@@ -445,7 +455,7 @@ def _iter_parquet(fs, path: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
             first += batch.num_rows
 
 
-def _iter_folder(fs, root: str, p: IngestParams) -> Iterator[pa.RecordBatch]:
+def _iter_folder(fs, root: str, p: IngestParams, pool: Executor) -> Iterator[pa.RecordBatch]:
     """A folder per class of .txt files; each file is one document, its label the folder's name."""
     for class_dir in sorted(e["name"] for e in fs.ls(root, detail=True) if e["type"] == "directory"):
         label = PurePosixPath(class_dir).name

@@ -4,6 +4,7 @@ clearly on a source it cannot read at all."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
@@ -316,3 +317,37 @@ def test_utf8_check_reads_blocks_across_characters_and_finds_a_bad_byte_in_any_b
         bad = lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]  # a character cut short
         assert not lenient.is_valid_utf8(fs, str(write(tmp_path / f"bad{at}.csv", b"".join(bad))), workers)
     assert lenient.is_valid_utf8(fs, str(write(tmp_path / "no_newline.csv", "尾".encode() * 40)), workers)
+
+
+class CountingThreads(ThreadPoolExecutor):
+    """Threads that count the tasks given to them."""
+
+    def __init__(self, workers: int):
+        super().__init__(workers)
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["reviews.csv", "reviews.jsonl"])
+def test_readers_work_in_the_callers_pool_when_given_one(name, tmp_path, monkeypatch):
+    """ingest shares its writing threads with the readers: their parsing (CSV) or UTF-8 check (JSONL) runs
+    in the pool passed, and the rows are those read with threads of the reader's own."""
+    from textrnn import lenient, sources
+
+    monkeypatch.setattr(sources, "_BLOCK", 64)  # many CSV segments
+    monkeypatch.setattr(lenient, "BLOCK", 64)  # many UTF-8 pieces
+    texts = [f"评论 {i}, 很好" for i in range(100)]
+    if name.endswith(".csv"):
+        data = "text,label\n" + "".join(f'"{t}",pos\n' for t in texts)
+    else:
+        data = "".join(json.dumps({"text": t, "label": "pos"}, ensure_ascii=False) + "\n" for t in texts)
+    path = write(tmp_path / name, data.encode())
+    params = IngestParams(source=str(path), workers=2)
+    with CountingThreads(2) as pool:
+        given = pa.Table.from_batches(list(iter_source(params, pool)), RAW_SCHEMA)
+    assert pool.tasks > 10
+    assert given.to_pylist() == read_all(path, workers=2)
+    assert given.column("text").to_pylist() == texts
