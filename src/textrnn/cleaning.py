@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from textrnn import kernels
+from textrnn.parallel import make_executor
 from textrnn.text import Normalisation, normalise, truncate, utf8_buffers
 
 SPLITS = ("train", "val", "test")
@@ -133,12 +134,10 @@ def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return hashes[starts], np.where((lowest != highest) | (lowest == MIXED), MIXED, lowest).astype(np.int32)
 
 
-def _hash_range(hashes: np.ndarray, labels: np.ndarray, bounds: list[np.uint64],
-                part: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keys of one chunk (sorted by hash) that fall in partition `part` of the hash range (views)."""
-    lo = 0 if part == 0 else int(np.searchsorted(hashes, bounds[part - 1]))
-    hi = len(hashes) if part == len(bounds) else int(np.searchsorted(hashes, bounds[part]))
-    return hashes[lo:hi], labels[lo:hi]
+def _partition_cuts(hashes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Where each partition of the hash range starts in one chunk's sorted hashes, and the end: partition
+    p is hashes[cuts[p]:cuts[p + 1]]."""
+    return np.concatenate([[0], np.searchsorted(hashes, bounds), [len(hashes)]]).astype(np.int64)
 
 
 def save_keys(prefix: str | Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
@@ -164,33 +163,50 @@ class DedupIndex:
         self.hashes, self.conflict, self.first_chunk = hashes, conflict, first_chunk
 
     @classmethod
-    def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]]) -> DedupIndex:
+    def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]], workers: int = 1) -> DedupIndex:
         """From in-memory `distinct_keys` results, in chunk order."""
-        return cls._merge([lambda c=c: c for c in chunks])
+        return cls._merge([lambda c=c: c for c in chunks], workers)
 
     @classmethod
-    def from_files(cls, prefixes: Sequence[str | Path]) -> DedupIndex:
+    def from_files(cls, prefixes: Sequence[str | Path], workers: int = 1) -> DedupIndex:
         """From `save_keys` spills, in chunk order; each is memory-mapped only while one slice of it is
         merged."""
         def opener(prefix):
             return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),
                             np.load(f"{prefix}.labels.npy", mmap_mode="r"))
-        return cls._merge([opener(p) for p in prefixes])
+        return cls._merge([opener(p) for p in prefixes], workers)
 
     @classmethod
-    def _merge(cls, openers, keys_per_partition: int = 1_000_000) -> DedupIndex:
+    def _merge(cls, openers, workers: int = 1, keys_per_partition: int = 1_000_000) -> DedupIndex:
+        """The chunks' keys merged one slice of the hash range (a partition) at a time, `workers` partitions
+        at once in threads (the merge runs outside the GIL). Each partition is merged straight into its own
+        stretch of the output, sized by its keys in every chunk; the stretches are then closed up."""
         capacity = sum(len(open_()[0]) for open_ in openers)
-        partitions = int(np.clip(capacity // keys_per_partition, 1, 256))
-        bounds = [np.uint64((i << 64) // partitions) for i in range(1, partitions)]
+        partitions = int(np.clip(max(capacity // keys_per_partition, workers), 1, 256))
+        bounds = np.array([(i << 64) // partitions for i in range(1, partitions)], np.uint64)
+        cuts = np.array([_partition_cuts(open_()[0], bounds) for open_ in openers], np.int64)
+        cuts = cuts.reshape(len(openers), partitions + 1)  # (chunk, partition start... end)
+        starts = np.concatenate([[0], np.cumsum(np.diff(cuts, axis=1).sum(axis=0))])  # of each stretch
         chunk_type = np.min_scalar_type(max(len(openers) - 1, 0))
         hashes, conflict = np.empty(capacity, np.uint64), np.empty(capacity, bool)
         first_chunk = np.empty(capacity, chunk_type)
-        filled = 0
-        for part in range(partitions):
+
+        def merge_partition(part: int) -> int:
             # Views of the chunks' memory-mapped keys, merged in one pass; dropped (unmapped) after it.
-            slices = [_hash_range(*open_(), bounds, part) for open_ in openers]
-            filled += kernels.merge_sorted_keys([h for h, _ in slices], [lab for _, lab in slices], hashes[filled:],
-                                                conflict[filled:].view(np.uint8), first_chunk[filled:], MIXED)
+            slices = [(h[lo:hi], lab[lo:hi]) for (h, lab), lo, hi in
+                      zip((open_() for open_ in openers), cuts[:, part], cuts[:, part + 1])]
+            stretch = slice(starts[part], starts[part + 1])
+            return kernels.merge_sorted_keys([h for h, _ in slices], [lab for _, lab in slices], hashes[stretch],
+                                             conflict[stretch].view(np.uint8), first_chunk[stretch], MIXED)
+
+        with make_executor("thread", workers) as pool:
+            merged = list(pool.map(merge_partition, range(partitions)))
+        filled = 0
+        for start, n in zip(starts.tolist(), merged):  # close up: each stretch's merged keys after the last's
+            if start != filled:
+                for array in (hashes, conflict, first_chunk):
+                    array[filled:filled + n] = array[start:start + n]
+            filled += n
         if filled < capacity * 3 // 4:  # many repeats across chunks: give the unused room back
             return cls(hashes[:filled].copy(), conflict[:filled].copy(), first_chunk[:filled].copy())
         return cls(hashes[:filled], conflict[:filled], first_chunk[:filled])

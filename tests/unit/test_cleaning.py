@@ -275,8 +275,10 @@ def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_
     assert len(whole) == len(labels_of)
     assert whole.conflict.sum() == sum(len(v) > 1 for v in labels_of.values()) > 0
     partitioned = DedupIndex._merge([lambda c=c: c for c in chunks], keys_per_partition=500)
+    in_parallel = DedupIndex._merge([lambda c=c: c for c in chunks], workers=2, keys_per_partition=500)
     spilled = DedupIndex.from_files([tmp_path / f"k{i}" for i in range(5)])
-    for other in (partitioned, spilled):
+    spilled_in_parallel = DedupIndex.from_files([tmp_path / f"k{i}" for i in range(5)], workers=3)
+    for other in (partitioned, in_parallel, spilled, spilled_in_parallel):
         np.testing.assert_array_equal(other.hashes, whole.hashes)
         np.testing.assert_array_equal(other.conflict, whole.conflict)
         np.testing.assert_array_equal(other.first_chunk, whole.first_chunk)

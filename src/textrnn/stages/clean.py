@@ -74,7 +74,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         index_prefix = (staging / "index").resolve()
         prepare_normaliser()  # before the workers fork: they share the tables
         with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
-            index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules))
+            index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules), p.workers)
             index.save(index_prefix)
             distinct = len(index)
             del index  # the workers map the saved copy
