@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from collections import Counter
 from concurrent.futures import Executor
@@ -155,9 +154,6 @@ def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanPa
     returns (kept per split, rejected per reason/split, rows)."""
     with pa.memory_map(staged) as source:
         staged_table = pa.ipc.open_file(source).read_all()
-    # Read once, so removed now, in the worker: the mapping stays valid until the table is dropped, and the
-    # stage's end no longer deletes every staged shard serially (~0.08 s per 200 MB, the workers idle).
-    os.unlink(staged)
     hashes = staged_table.column("hash").to_numpy()
     reason = _final_reasons(staged_table, hashes, shard, DedupIndex.load(index_prefix))
     split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)

@@ -21,7 +21,7 @@ def run(out: Path, p: IngestParams) -> dict:
     rows, shards, labels = 0, 0, set()
     with atomic_dir(out) as tmp, make_executor("thread", p.workers) as pool:
         # One pool for the readers' parsing and the shards' writing: threads for the cores, not for each
-        # task (two pools had twice the threads taking turns on the GIL and the cores: ~20% more CPU time).
+        # task (two pools had twice the threads taking turns on the GIL and the cores: a quarter more CPU time).
         batches = enumerate(_regroup(iter_source(p, pool), p.chunk_rows))
         writes = (pool.submit(_write_shard, tmp / shard_name(i), batch) for i, batch in batches)
         for shard_rows, shard_labels in in_order(writes, window=2 * p.workers):
