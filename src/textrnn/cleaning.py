@@ -163,9 +163,9 @@ class DedupIndex:
         self.hashes, self.conflict, self.first_chunk = hashes, conflict, first_chunk
 
     @classmethod
-    def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]], workers: int = 1) -> DedupIndex:
+    def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]]) -> DedupIndex:
         """From in-memory `distinct_keys` results, in chunk order."""
-        return cls._merge([lambda c=c: c for c in chunks], workers)
+        return cls._merge([lambda c=c: c for c in chunks])
 
     @classmethod
     def from_files(cls, prefixes: Sequence[str | Path], workers: int = 1) -> DedupIndex:

@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 import numpy as np
 import pyarrow as pa
 
-from textrnn.parallel import given_or_threads, in_order
+from textrnn.parallel import given_or_new, in_order
 
 BLOCK = 1 << 24
 csv.field_size_limit(sys.maxsize)  # a legitimate review may be megabytes long
@@ -26,7 +26,7 @@ def is_valid_utf8(fs, path: str, workers: int = 1, pool: Executor | None = None)
     """Validate the file piece by piece in Arrow: twice the speed of bytes.decode, and nothing decoded is
     kept. With more workers, pieces are validated `workers` at a time, in `pool` (the caller's) or in
     threads of its own (Arrow releases the GIL), at most two per worker read ahead."""
-    with given_or_threads(pool, workers) as pool:
+    with given_or_new(pool, workers) as pool:
         checks = (pool.submit(valid_utf8, piece) for piece in _utf8_pieces_of_file(fs, path))
         return all(in_order(checks, window=2 * workers))
 

@@ -41,9 +41,10 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
             yield pool
 
 
-def given_or_threads(pool: Executor | None, workers: int) -> contextlib.AbstractContextManager[Executor]:
-    """The caller's executor as it is (the caller closes it), or threads of this call's own for `workers`."""
-    return contextlib.nullcontext(pool) if pool is not None else make_executor("thread", workers)
+def given_or_new(pool: Executor | None, workers: int,
+                 kind: str = "thread") -> contextlib.AbstractContextManager[Executor]:
+    """The caller's executor as it is (the caller closes it), or a new one of `kind` for `workers`."""
+    return contextlib.nullcontext(pool) if pool is not None else make_executor(kind, workers)
 
 
 def in_order(futures: Iterable[Future], window: int = 4) -> Iterator:

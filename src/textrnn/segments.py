@@ -28,7 +28,7 @@ import pyarrow.csv as pcsv
 
 from textrnn import kernels
 from textrnn.lenient import valid_utf8
-from textrnn.parallel import given_or_threads, in_order
+from textrnn.parallel import given_or_new, in_order
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -91,7 +91,7 @@ def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: in
     """Parse every segment, `workers` at a time, in `pool` (the caller's) or in threads of its own, and
     yield them in file order. `check_header(names)` sees the header's names first, and may raise. Raises
     NotUTF8 where a segment is not UTF-8, after yielding the segments before it."""
-    with given_or_threads(pool, workers) as pool, fs.open(path, "rb") as handle:
+    with given_or_new(pool, workers) as pool, fs.open(path, "rb") as handle:
         segments = cut_records(handle, delimiter, block)
         first = next(segments, None)
         if first is None:

@@ -26,7 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from textrnn import lenient
 from textrnn.config import IngestParams
-from textrnn.parallel import given_or_threads
+from textrnn.parallel import given_or_new
 from textrnn.segments import NotUTF8, csv_parse_options, iter_segments, string_columns
 
 RAW_SCHEMA = pa.schema([
@@ -53,7 +53,7 @@ def iter_source(p: IngestParams, pool: Executor | None = None) -> Iterator[pa.Re
         yield from _iter_builtin(p)
         return
     fs, files, fmt = resolve_source(p)
-    with given_or_threads(pool, p.workers) as pool:
+    with given_or_new(pool, p.workers) as pool:
         for path in files:
             yield from _read_file(fs, path, fmt, p, pool)
 

@@ -10,7 +10,6 @@ Two streaming passes over the raw shards, each bounded by one shard's size:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 from collections import Counter
@@ -39,7 +38,7 @@ from textrnn.cleaning import (
 )
 from textrnn.config import CleanParams
 from textrnn.io import atomic_dir, list_shards, read_json, read_shard, shard_name, write_json_into, write_table
-from textrnn.parallel import in_order, make_executor
+from textrnn.parallel import given_or_new, in_order
 from textrnn.text import Normalisation, prepare_normaliser
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         staged = [(staging / shard_name(i)).with_suffix(".arrow").resolve() for i in range(len(shards))]
         index_prefix = (staging / "index").resolve()
         prepare_normaliser()  # before the workers fork: they share the tables
-        with contextlib.nullcontext(executor) if executor else make_executor(p.executor, p.workers) as pool:
+        with given_or_new(executor, p.workers, p.executor) as pool:
             index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules), p.workers)
             index.save(index_prefix)
             distinct = len(index)
