@@ -405,20 +405,23 @@ def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64
 
 
 ctypedef fused ids_t:
+    uint16_t
     int32_t
     int64_t
 
 
 def first_of_each_row(const ids_t[::1] values, const int64_t[::1] offsets, int64_t limit):
-    """The first `limit` values of every row (row i is values[offsets[i]:offsets[i+1]]), and the new
-    int64 offsets."""
+    """The first `limit` values of every row (row i is values[offsets[i]:offsets[i+1]]), in an array of
+    the values' dtype, and the new int64 offsets."""
     cdef Py_ssize_t r, n = offsets.shape[0] - 1
     cdef int64_t k
     new_offsets = np.zeros(n + 1, np.int64)
     cdef int64_t[::1] new_v = new_offsets
     for r in range(n):
         new_v[r + 1] = new_v[r] + min(offsets[r + 1] - offsets[r], limit)
-    if ids_t is int32_t:
+    if ids_t is uint16_t:
+        out = np.empty(new_v[n], np.uint16)
+    elif ids_t is int32_t:
         out = np.empty(new_v[n], np.int32)
     else:
         out = np.empty(new_v[n], np.int64)
@@ -449,19 +452,23 @@ def count_codes(int64_t[::1] point_counts, int64_t[::1] word_counts, const codes
                 word_counts[c - word_base] += 1
 
 
+ctypedef fused out_ids_t:
+    uint16_t
+    int32_t
+
+
 def ids_of_codes(const codes_t[::1] codes, const int32_t[::1] point_ids, const int32_t[::1] word_ids,
-                 int64_t word_base):
-    """The id of every token code: a code below `word_base` is a code point (point_ids), the others
-    index the batch's words (word_ids)."""
+                 int64_t word_base, out_ids_t[::1] ids):
+    """The id of every token code into `ids` (as long as `codes`; its dtype holds every id): a code
+    below `word_base` is a code point (point_ids), the others index the batch's words (word_ids)."""
     cdef Py_ssize_t i
     cdef int64_t c
-    ids = np.empty(codes.shape[0], np.int32)
-    cdef int32_t[::1] ids_v = ids
+    if ids.shape[0] != codes.shape[0]:
+        raise ValueError(f"ids_of_codes: room for {ids.shape[0]} ids, {codes.shape[0]} codes")
     with nogil:
         for i in range(codes.shape[0]):
             c = codes[i]
-            ids_v[i] = point_ids[c] if c < word_base else word_ids[c - word_base]
-    return ids
+            ids[i] = <out_ids_t>(point_ids[c] if c < word_base else word_ids[c - word_base])
 
 
 cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:

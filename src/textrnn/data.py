@@ -13,16 +13,18 @@ import numpy as np
 
 from textrnn.io import read_json, start_writeback_of, write_json_into
 
-_FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}
+_FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}  # ids: the default; meta.json says which
+# Token ids are stored in the narrowest of these that holds the vocabulary (Vocabulary.ids_dtype).
+IDS_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32))
 
 
 # One chunk's encoding: token ids, row offsets into them (rows + 1, from 0), label ids, unknown-token count.
 EncodedChunk = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 
 
-def write_encoded_split(folder: Path, chunks: Iterable[EncodedChunk]) -> dict:
-    """Stream encoded chunks into flat binary files."""
-    with _SplitWriter(folder) as writer:
+def write_encoded_split(folder: Path, chunks: Iterable[EncodedChunk], ids_dtype: np.dtype = np.int32) -> dict:
+    """Stream encoded chunks into flat binary files, the ids as `ids_dtype` (one of IDS_DTYPES)."""
+    with _SplitWriter(folder, ids_dtype) as writer:
         for ids, offsets, labels, n_unknown in chunks:
             writer.add(ids, offsets, labels, n_unknown)
     return writer.stats
@@ -38,38 +40,50 @@ class EncodedPart:
     tokens: int
     unknown: int
     length_counts: np.ndarray
+    ids_dtype: np.dtype
 
 
 def write_encoded_part(prefix: str, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
                        n_unknown: int) -> EncodedPart:
-    arrays = _typed(ids, offsets, labels)
+    """The ids are written as they are: `join_encoded_parts` must be given their dtype."""
+    arrays = _typed(ids, offsets, labels, ids.dtype)
     for name, array in zip(_FILES, arrays):
         array.tofile(f"{prefix}.{name}.bin")
-    return EncodedPart(prefix, len(labels), len(ids), n_unknown, np.bincount(np.diff(offsets)))
+    return EncodedPart(prefix, len(labels), len(ids), n_unknown, np.bincount(np.diff(offsets)), arrays[0].dtype)
 
 
-def join_encoded_parts(folder: Path, parts: Iterable[EncodedPart]) -> dict:
+def join_encoded_parts(folder: Path, parts: Iterable[EncodedPart], ids_dtype: np.dtype = np.int32) -> dict:
     """The split from its parts in order: ids and labels are copied file to file by the kernel (no trip
-    through this process), offsets are shifted by the tokens before them."""
-    with _SplitWriter(folder) as writer:
+    through this process), offsets are shifted by the tokens before them. `ids_dtype` is the parts' ids'."""
+    with _SplitWriter(folder, ids_dtype) as writer:
         for part in parts:
             writer.add_part(part)
     return writer.stats
 
 
-def _typed(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The arrays as written: int32 ids, int64 offsets without the leading 0, int64 labels (no copy where
-    the dtype is already right)."""
-    return (np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(offsets[1:], np.int64),
+def _typed(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+           ids_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays as written: ids as `ids_dtype`, int64 offsets without the leading 0, int64 labels (no
+    copy where the dtype is already right)."""
+    return (_ids_as(ids, np.dtype(ids_dtype)), np.ascontiguousarray(offsets[1:], np.int64),
             np.ascontiguousarray(labels, np.int64))
+
+
+def _ids_as(ids: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Ids in a storage dtype; a value it cannot hold is an error, never wrapped around."""
+    if dtype not in IDS_DTYPES:
+        raise ValueError(f"token ids are stored as one of {[d.name for d in IDS_DTYPES]}, not {dtype.name}")
+    if ids.dtype != dtype and len(ids) and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
+        raise ValueError(f"token ids {ids.min()}..{ids.max()} do not fit {dtype.name}")
+    return np.ascontiguousarray(ids, dtype)
 
 
 class _SplitWriter:
     """Appends chunks to a split's flat files and gathers its stats (rows per length: percentiles without
     keeping every row's length)."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, ids_dtype: np.dtype):
+        self.folder, self.ids_dtype = folder, np.dtype(ids_dtype)
         self.rows = self.tokens = self.unknown = 0
         self.length_counts = np.zeros(1, np.int64)
 
@@ -83,7 +97,7 @@ class _SplitWriter:
         return self
 
     def add(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, n_unknown: int) -> None:
-        ids, ends, labels = _typed(ids, offsets, labels)
+        ids, ends, labels = _typed(ids, offsets, labels, self.ids_dtype)
         _write_all(self.files["ids"], ids)
         _write_all(self.files["offsets"], ends + self.tokens)
         _write_all(self.files["labels"], labels)
@@ -91,6 +105,8 @@ class _SplitWriter:
         self._start_writeback()
 
     def add_part(self, part: EncodedPart) -> None:
+        if part.ids_dtype != self.ids_dtype:
+            raise ValueError(f"{part.prefix}: ids are {part.ids_dtype}, the split's are {self.ids_dtype}")
         _append_file(self.files["ids"], f"{part.prefix}.ids.bin")
         _write_all(self.files["offsets"], np.fromfile(f"{part.prefix}.offsets.bin", np.int64) + self.tokens)
         _append_file(self.files["labels"], f"{part.prefix}.labels.bin")
@@ -117,8 +133,8 @@ class _SplitWriter:
         pct = percentiles_of_counts(self.length_counts, [50, 90, 99, 100]) if rows else [0, 0, 0, 0]
         self.stats = {"rows": rows, "tokens": tokens, "oov_rate": round(self.unknown / tokens, 6) if tokens else 0.0,
                       "length_p50": pct[0], "length_p90": pct[1], "length_p99": pct[2], "length_max": pct[3]}
-        write_json_into(self.folder, "meta.json", {"rows": rows, "tokens": tokens,
-                                                   "dtypes": {k: np.dtype(v).name for k, v in _FILES.items()}})
+        dtypes = {**{k: np.dtype(v).name for k, v in _FILES.items()}, "ids": self.ids_dtype.name}
+        write_json_into(self.folder, "meta.json", {"rows": rows, "tokens": tokens, "dtypes": dtypes})
 
 
 def _write_all(handle, array: np.ndarray) -> None:
@@ -158,6 +174,15 @@ def percentiles_of_counts(counts: np.ndarray, q: list[float]) -> list[float]:
     return (below + (above - below) * (rank - np.floor(rank))).tolist()
 
 
+def _stored_ids_dtype(meta_path: Path, meta: dict) -> np.dtype:
+    """The dtype the ids were written in, as meta.json records it."""
+    name = meta.get("dtypes", {}).get("ids", "int32")
+    if name not in {d.name for d in IDS_DTYPES}:
+        raise ValueError(f"{meta_path}: ids stored as {name!r}, not one of {[d.name for d in IDS_DTYPES]}; "
+                         "rerun the vocab stage")
+    return np.dtype(name)
+
+
 @dataclass
 class EncodedSplit:
     """One split, memory-mapped: row i's ids are ids[offsets[i]:offsets[i+1]]."""
@@ -171,8 +196,9 @@ class EncodedSplit:
         folder = Path(folder)
         meta = read_json(folder / "meta.json")
         shapes = {"ids": meta["tokens"], "offsets": meta["rows"] + 1, "labels": meta["rows"]}
+        dtypes = {**_FILES, "ids": _stored_ids_dtype(folder / "meta.json", meta)}
         arrays = {}
-        for name, dtype in _FILES.items():
+        for name, dtype in dtypes.items():
             path = folder / f"{name}.bin"
             expected = shapes[name] * np.dtype(dtype).itemsize
             if not path.exists() or path.stat().st_size != expected:

@@ -186,14 +186,19 @@ def write_table(path: Path, table: pa.Table) -> None:
     """Parquet with settings fixed so that the same table always gives the same bytes. Free text is not
     dictionary-encoded and has no statistics: nearly every value is distinct, so they only slow writing
     and reading down. Not compressed: Chinese text barely compresses with a fast codec (LZ4 saved 23% of
-    a 100k-row review shard), and without it the shard is written 2.5x and read 3x faster."""
+    a 100k-row review shard), and without it the shard is written 2.5x and read 3x faster. Row numbers
+    ascend within a shard: delta-encoded, a shard's take ~3 KB instead of ~1 MB as a dictionary, written 4x
+    faster."""
     small = [name for name in table.column_names if name not in _FREE_TEXT_COLUMNS]
-    pq.write_table(table, path, compression="none", use_dictionary=small, write_statistics=small,
-                   row_group_size=64 * 1024, store_schema=True)
+    delta = {name: "DELTA_BINARY_PACKED" for name in table.column_names if name in _ASCENDING_INT_COLUMNS}
+    pq.write_table(table, path, compression="none", use_dictionary=[name for name in small if name not in delta],
+                   write_statistics=small, column_encoding=delta or None, row_group_size=64 * 1024,
+                   store_schema=True)
     start_writeback(path)
 
 
 _FREE_TEXT_COLUMNS = ("text",)
+_ASCENDING_INT_COLUMNS = ("row",)
 
 
 def shard_name(index: int) -> str:

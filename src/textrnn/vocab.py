@@ -52,6 +52,12 @@ class Vocabulary:
         """The tokens as an Arrow array, to look words up in (index = id)."""
         return pa.array(self.tokens, pa.string())
 
+    @property
+    def ids_dtype(self) -> np.dtype:
+        """The narrowest dtype that holds every id, for encoded splits on disk: uint16 up to 65,536 tokens
+        (half the bytes of int32 to write, map and read), else int32."""
+        return np.dtype(np.uint16 if len(self.tokens) <= 1 << 16 else np.int32)
+
     @functools.cached_property
     def point_ids(self) -> np.ndarray:
         """The id of every one-character token by code point (<unk> for those not in the vocabulary)."""
@@ -136,11 +142,14 @@ def encode(texts: pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     return encode_tokens(token_codes(texts, use_jieba=vocab.jieba), vocab)
 
 
-def encode_tokens(tokens: TokenCodes, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """`encode` of texts already tokenised."""
+def encode_tokens(tokens: TokenCodes, vocab: Vocabulary, dtype: np.dtype = np.int32) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of texts already tokenised, the ids as `dtype` (int32, or the vocabulary's `ids_dtype`)."""
+    if np.iinfo(dtype).max < len(vocab) - 1:
+        raise ValueError(f"encode: {np.dtype(dtype).name} cannot hold the ids of {len(vocab)} tokens")
     word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=vocab.token_array), UNK_ID)
-    ids = kernels.ids_of_codes(tokens.codes, vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32),
-                               WORD_CODE_BASE)
+    ids = np.empty(len(tokens.codes), dtype)
+    kernels.ids_of_codes(tokens.codes, vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32),
+                         WORD_CODE_BASE, ids)
     offsets = tokens.row_offsets.astype(np.int64)
     if np.diff(offsets).max(initial=0) <= vocab.max_len:
         return ids, offsets

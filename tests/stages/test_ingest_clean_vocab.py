@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -242,6 +243,7 @@ def test_vocab_writes_vocabulary_labels_stats_and_encoded_splits(tiny_run):
         assert len(encoded) == clean_stats["kept_by_split"][split] == vocab_stats["splits"][split]["rows"]
         assert int(encoded.lengths.max()) <= p.vocab.max_len
         assert encoded.ids.min() >= 0 and encoded.ids.max() < len(voc)
+        assert encoded.ids.dtype == voc.ids_dtype == np.uint16  # the narrowest that holds the vocabulary
         assert set(encoded.labels.tolist()) <= {0, 1}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -56,6 +58,47 @@ def test_written_split_files_have_the_documented_dtypes(split_dir):
     assert (folder / "ids.bin").stat().st_size == 10 * 4
     assert (folder / "offsets.bin").stat().st_size == 6 * 8
     assert (folder / "labels.bin").stat().st_size == 5 * 8
+
+
+def test_ids_stored_as_uint16_take_two_bytes_each_and_load_back_as_uint16(split_dir, tmp_path):
+    folder, stats = split_dir
+    chunks = [chunk(ROWS_A, [0, 1, 0], unknown=0), chunk(ROWS_B, [1, 1], unknown=1)]
+    assert write_encoded_split(tmp_path / "narrow", chunks, np.uint16) == stats
+    assert (tmp_path / "narrow" / "ids.bin").stat().st_size == 10 * 2
+    assert json.loads((tmp_path / "narrow" / "meta.json").read_text())["dtypes"]["ids"] == "uint16"
+    narrow, wide = EncodedSplit.load(tmp_path / "narrow"), EncodedSplit.load(folder)
+    assert narrow.ids.dtype == np.uint16 and narrow.ids.tolist() == wide.ids.tolist()
+    rows = np.arange(len(wide))
+    for got, expected in zip(narrow.padded(rows), wide.padded(rows), strict=True):
+        assert got.dtype == expected.dtype and got.tolist() == expected.tolist()
+
+
+def test_an_id_too_big_for_the_storage_dtype_is_an_error_not_wrapped(tmp_path):
+    with pytest.raises(ValueError, match="65536"):
+        write_encoded_split(tmp_path / "train", [chunk([[1, 65536]], [0])], np.uint16)
+    with pytest.raises(ValueError, match="int64"):
+        write_encoded_split(tmp_path / "val", [chunk([[1]], [0])], np.int64)
+
+
+def test_parts_with_uint16_ids_join_like_the_split_written_from_memory(tmp_path):
+    chunks = [chunk(ROWS_A, [0, 1, 0]), chunk(ROWS_B, [1, 1], unknown=1)]
+    stats = write_encoded_split(tmp_path / "memory", chunks, np.uint16)
+    parts = [write_encoded_part(str(tmp_path / f"part-{i}"), c[0].astype(np.uint16), *c[1:])
+             for i, c in enumerate(chunks)]
+    assert join_encoded_parts(tmp_path / "joined", parts, np.uint16) == stats
+    for name in ("ids.bin", "offsets.bin", "labels.bin", "meta.json"):
+        assert (tmp_path / "joined" / name).read_bytes() == (tmp_path / "memory" / name).read_bytes()
+    with pytest.raises(ValueError, match="uint16"):
+        join_encoded_parts(tmp_path / "mismatch", parts, np.int32)
+
+
+def test_load_refuses_ids_stored_in_an_unknown_dtype(split_dir):
+    folder, _ = split_dir
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["dtypes"]["ids"] = "float32"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="float32"):
+        EncodedSplit.load(folder)
 
 
 def test_a_split_joined_from_part_files_equals_the_split_written_from_memory(split_dir, tmp_path):

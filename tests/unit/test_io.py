@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from textrnn.io import (
@@ -164,6 +165,16 @@ def test_write_table_gives_identical_bytes_twice(tmp_path):
     write_table(tmp_path / "a.parquet", sample_table())
     write_table(tmp_path / "b.parquet", sample_table())
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_write_table_encodes_text_plain_and_row_numbers_as_deltas_and_reads_back_equal(tmp_path):
+    table = sample_table().append_column("label", pa.array(["pos", "neg", "pos"]))
+    write_table(tmp_path / "a.parquet", table)
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+    assert "DELTA_BINARY_PACKED" in encodings["row"] and "RLE_DICTIONARY" not in encodings["row"]
+    assert "RLE_DICTIONARY" in encodings["label"] and "RLE_DICTIONARY" not in encodings["text"]
+    assert read_shard(tmp_path / "a.parquet").equals(table)
 
 
 def test_shards_are_listed_in_order_and_read_back(tmp_path):

@@ -126,6 +126,24 @@ def test_encode_truncates_each_row_to_max_len():
     assert offsets.tolist() == [0, 3, 4, 7]
 
 
+@pytest.mark.parametrize("max_len", [3, 10])
+def test_encode_tokens_in_the_vocabularys_ids_dtype_gives_the_same_ids(max_len):
+    vocab = vocab_of(["a", "b", "好", "good"], max_len=max_len)
+    tokens = token_codes(pa.array(["a b a b a good", "好 c", ""]))
+    wide, wide_offsets = encode_tokens(tokens, vocab)
+    narrow, narrow_offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
+    assert vocab.ids_dtype == np.uint16 and narrow.dtype == np.uint16
+    assert narrow.tolist() == wide.tolist() and narrow_offsets.tolist() == wide_offsets.tolist()
+
+
+def test_ids_dtype_is_uint16_up_to_65536_tokens_then_int32():
+    assert vocab_of([f"w{i}" for i in range(65534)]).ids_dtype == np.uint16
+    big = vocab_of([f"w{i}" for i in range(65535)])
+    assert big.ids_dtype == np.int32
+    with pytest.raises(ValueError, match="65537 tokens"):
+        encode_tokens(token_codes(pa.array(["w1"])), big, np.uint16)
+
+
 def test_encode_empty_text_gives_an_empty_row():
     vocab = vocab_of(["a", "!"])
     ids, offsets = encode(pa.array(["", "a !", ""]), vocab)

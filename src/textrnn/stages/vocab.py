@@ -1,8 +1,9 @@
 """vocab: count tokens of the train split, pick the vocabulary, encode every split for training.
 
 Outputs in `out/`: vocab.json (tokens + tokeniser settings), labels.json, stats.json, and per split
-`<split>/ids.bin` (int32 token ids), `<split>/offsets.bin` (int64, rows+1), `<split>/labels.bin` (int64),
-described by `<split>/meta.json`; all memory-mappable with numpy.
+`<split>/ids.bin` (token ids: uint16, or int32 for a vocabulary over 65,536 tokens), `<split>/offsets.bin`
+(int64, rows+1), `<split>/labels.bin` (int64), described by `<split>/meta.json` (which names the dtypes);
+all memory-mappable with numpy.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
                                 for split in SPLITS for shard in shards[split]), window)
             join = write_encoded_split
         for split in SPLITS:
-            stats["splits"][split] = join(tmp / split, itertools.islice(encoded, len(shards[split])))
+            stats["splits"][split] = join(tmp / split, itertools.islice(encoded, len(shards[split])), vocab.ids_dtype)
         write_json_into(tmp, "stats.json", stats)
         shutil.rmtree(scratch)
     log.info("vocab: %d tokens; %s", len(vocab),
@@ -103,7 +104,7 @@ def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
     """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
     tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
-    ids, offsets = encode_tokens(tokens, vocab)
+    ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
     labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy()
     return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
 
