@@ -301,10 +301,12 @@ cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t r
                           const uint8_t *classes, int separator, int word, int64_t *row_tokens, int32_t *first,
                           int64_t *starts, int64_t *ends, int64_t token_room, int64_t *long_index,
                           int64_t *long_starts, int64_t *long_ends, int64_t long_room,
-                          int64_t *found) noexcept nogil:
+                          int64_t *found, int64_t *point_counts) noexcept nogil:
     """Cut the rows from `row` on into tokens while the next row surely fits in the arrays: a row of n bytes
     has at most n tokens, at most n / 2 of them longer than one character. `found` holds the (tokens,
-    longer tokens) written so far; `starts` and `ends` are filled unless NULL. Returns the next row."""
+    longer tokens) written so far; `starts` and `ends` are filled unless NULL. With `point_counts`, the
+    one-character tokens are counted there by code point instead, and `first` is not written. Returns the
+    next row."""
     cdef int64_t t = found[0], w = found[1], i, end, start, chars
     cdef int size, next_size
     cdef int32_t cp, cls
@@ -324,10 +326,13 @@ cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t r
                 while i < end and classes[_decode(data, i, &next_size)] == word:
                     i += next_size
                     chars += 1
-            first[t] = cp
             if chars > 1:
                 long_index[w], long_starts[w], long_ends[w] = t, start, i
                 w += 1
+            elif point_counts != NULL:
+                point_counts[cp] += 1
+            if point_counts == NULL:
+                first[t] = cp
             if starts != NULL:
                 starts[t], ends[t] = start, i
             t += 1
@@ -345,7 +350,7 @@ def _grown(array, int64_t used, int64_t room):
 
 
 def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
-                int word, bint every_span):
+                int word, bint every_span, int64_t[::1] point_counts=None):
     """The tokens of every row: a run of `word`-class code points is one token, every other code point
     that is not a `separator` is a token of its own; rows never join.
 
@@ -353,13 +358,22 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
     index of every token longer than one character, where each of those starts and ends in `data`, and
     where every token starts and ends if `every_span`, else empty arrays). One pass: the arrays start at
     a guess from the byte count (Chinese text has a token per 3 bytes) and double when a row might not
-    fit; what is returned are views of their filled part."""
+    fit; what is returned are views of their filled part.
+
+    Given `point_counts` (indexed by code point), the one-character tokens are added to it instead, and
+    the first code points are not returned (an empty array): counting needs only the longer tokens'
+    spans, and skips writing and reading back a code per token."""
+    cdef bint counting = point_counts is not None
+    if counting and (every_span or point_counts.shape[0] < classes.shape[0]):
+        raise ValueError("token_spans: counting takes no spans, and a count for every classified code point")
     cdef int64_t rows = offsets.shape[0] - 1, row = 0, need
-    cdef int64_t token_room = data.shape[0] // 2 + 64, long_room = data.shape[0] // 8 + 64
+    # Counting writes no code per token: room for every token the data could hold, in no array.
+    cdef int64_t token_room = data.shape[0] + 1 if counting else data.shape[0] // 2 + 64
+    cdef int64_t long_room = data.shape[0] // 8 + 64
     cdef int64_t found[2]
     found[0] = found[1] = 0
     row_tokens = np.zeros(rows + 1, np.int64)
-    first = np.empty(token_room, np.int32)
+    first = np.empty(1 if counting else token_room, np.int32)
     spans = [np.empty(token_room if every_span else 1, np.int64) for _ in range(2)]
     longer = [np.empty(long_room, np.int64) for _ in range(3)]
     cdef int64_t[::1] row_tokens_v = row_tokens, starts, ends, long_index, long_starts, long_ends
@@ -370,7 +384,7 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
             row = _scan_tokens(_bytes_of(data), &offsets[0], rows, row, &classes[0], separator, word,
                                &row_tokens_v[0], &first_v[0], &starts[0] if every_span else NULL,
                                &ends[0] if every_span else NULL, token_room, &long_index[0], &long_starts[0],
-                               &long_ends[0], long_room, found)
+                               &long_ends[0], long_room, found, &point_counts[0] if counting else NULL)
         if row == rows:
             break
         need = offsets[row + 1] - offsets[row]
@@ -384,7 +398,7 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
             longer = [_grown(array, found[1], long_room) for array in longer]
     t, w = found[0], found[1]
     span_arrays = [array[:t] for array in spans] if every_span else [np.empty(0, np.int64)] * 2
-    return (row_tokens, first[:t], *(array[:w] for array in longer), *span_arrays)
+    return (row_tokens, first[:0] if counting else first[:t], *(array[:w] for array in longer), *span_arrays)
 
 
 def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64_t[::1] ends):

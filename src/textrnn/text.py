@@ -402,6 +402,14 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
     return TokenCodes(codes=codes, row_offsets=spans.row_tokens, words=words.dictionary)
 
 
+def count_tokens(texts: pa.Array, point_counts: np.ndarray) -> pa.StringArray:
+    """Count the tokens of `tokenise` (without jieba): each one-character token is added to `point_counts`
+    (int64, indexed by code point, WORD_CODE_BASE long); the longer tokens are returned, one string per
+    occurrence, for the caller to count. No code per token is written (see `token_codes`)."""
+    texts, spans = _token_spans(texts, point_counts=point_counts)
+    return _gathered(_utf8_bytes(texts), spans.long_starts, spans.long_ends)
+
+
 @dataclass(frozen=True)
 class _Spans:
     """Row i's tokens are [row_tokens[i], row_tokens[i + 1]); per token its first code point; the tokens
@@ -417,13 +425,16 @@ class _Spans:
     ends: np.ndarray
 
 
-def _token_spans(texts: pa.Array, every_span: bool = False) -> tuple[pa.StringArray, _Spans]:
+def _token_spans(texts: pa.Array, every_span: bool = False,
+                 point_counts: np.ndarray | None = None) -> tuple[pa.StringArray, _Spans]:
     """The tokens of a batch, found by one compiled pass that classifies code points through the table of
-    `_character_classes` (nulls have none). Returns the texts as a string array with the spans."""
+    `_character_classes` (nulls have none). Returns the texts as a string array with the spans; with
+    `point_counts`, the one-character tokens are counted there instead of listed (`kernels.token_spans`)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = texts.cast(pa.string())
-    spans = kernels.token_spans(*utf8_buffers(texts), _character_classes(), _SEPARATOR, _WORD, every_span)
+    spans = kernels.token_spans(*utf8_buffers(texts), _character_classes(), _SEPARATOR, _WORD, every_span,
+                                point_counts)
     return texts, _Spans(*spans)
 
 

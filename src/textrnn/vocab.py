@@ -17,6 +17,7 @@ from textrnn.text import (
     WORD_CODE_BASE,
     Normalisation,
     TokenCodes,
+    count_tokens,
     normalise,
     strings_of_code_points,
     token_codes,
@@ -106,6 +107,14 @@ class TokenCounter:
         kernels.count_codes(self._points, word_counts, tokens.codes, WORD_CODE_BASE)
         if len(tokens.words):
             self.add_table(pa.table({"token": tokens.words, "count": pa.array(word_counts, pa.int64())}))
+
+    def add_texts(self, texts: pa.Array) -> None:
+        """Count the tokens of texts (without jieba) as they are cut, with no code per token in between:
+        `add(token_codes(texts))` counts the same."""
+        words = count_tokens(texts, self._points)
+        if len(words):
+            distinct = pc.value_counts(words)
+            self.add_table(pa.table({"token": distinct.field("values"), "count": distinct.field("counts")}))
 
     def add_table(self, counts: pa.Table) -> None:
         """Merge counts from elsewhere (another process's `table()`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +54,25 @@ def test_token_counter_sums_over_batches(use_jieba):
     table = counter.table()
     got = dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
     assert got == {"ab": 3, "b": 1, "c": 2, "好": 2}
+
+
+def counted(counter: TokenCounter) -> dict[str, int]:
+    table = counter.table()
+    return dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(st.lists(st.one_of(st.none(), st.text(alphabet="ab 好的!é\u3000x1\U0001f600", max_size=12)),
+                                 max_size=8), max_size=3))
+def test_counting_texts_as_they_are_cut_counts_the_tokens_of_tokenise(batches):
+    # add_texts counts without a code per token; add counts token_codes: the same counts.
+    direct, by_codes, by_tokenise = TokenCounter(compact_every=2), TokenCounter(compact_every=2), Counter()
+    for texts in batches:
+        array = pa.array(texts, pa.string())
+        direct.add_texts(array)
+        by_codes.add(token_codes(array))
+        by_tokenise.update(token for row in tokenise(array).to_pylist() for token in row or [])
+    assert counted(direct) == counted(by_codes) == dict(by_tokenise)
 
 
 @settings(max_examples=100, deadline=None)

@@ -88,17 +88,24 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
 
 def count_shard(shard: str, use_jieba: bool, tokenised: str | None = None) -> pa.Table:
     """Token counts of one train shard (runs in a worker); its tokens are saved to `tokenised` if given."""
-    tokens = shard_tokens(shard, use_jieba)
-    if tokenised:
-        save_token_codes(Path(tokenised), tokens)
     counter = TokenCounter()
-    counter.add(tokens)
+    if use_jieba or tokenised:
+        tokens = shard_tokens(shard, use_jieba)
+        if tokenised:
+            save_token_codes(Path(tokenised), tokens)
+        counter.add(tokens)
+    else:
+        counter.add_texts(shard_texts(shard))
     return counter.table()
 
 
 def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
     """The tokens of a whole shard, tokenised at once."""
-    return token_codes(read_shard(shard, columns=["text"]).column("text").combine_chunks(), use_jieba=use_jieba)
+    return token_codes(shard_texts(shard), use_jieba=use_jieba)
+
+
+def shard_texts(shard: str) -> pa.Array:
+    return read_shard(shard, columns=["text"]).column("text").combine_chunks()
 
 
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
