@@ -89,7 +89,7 @@ def _build(clean: Path, out: Path, p: VocabParams, labels: list, normalisation: 
 def count_shard(shard: str, use_jieba: bool, tokenised: str | None = None) -> pa.Table:
     """Token counts of one train shard (runs in a worker); its tokens are saved to `tokenised` if given."""
     counter = TokenCounter()
-    if use_jieba or tokenised:
+    if use_jieba or tokenised:  # jieba's tokens are kept for encoding: they are counted from their codes
         tokens = shard_tokens(shard, use_jieba)
         if tokenised:
             save_token_codes(Path(tokenised), tokens)
@@ -105,6 +105,7 @@ def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
 
 
 def shard_texts(shard: str) -> pa.Array:
+    """The normalised texts of a clean shard, as one array."""
     return read_shard(shard, columns=["text"]).column("text").combine_chunks()
 
 
