@@ -177,6 +177,15 @@ def test_write_table_encodes_text_plain_and_row_numbers_as_deltas_and_reads_back
     assert read_shard(tmp_path / "a.parquet").equals(table)
 
 
+def test_a_shard_is_one_row_group_and_reads_back_as_one_chunk_per_column(tmp_path):
+    # Past pyarrow's and Parquet's usual row-group sizes (64k rows here before): one piece to read.
+    table = pa.table({"text": [f"row {i}" for i in range(70_000)], "row": pa.array(range(70_000), pa.int64())})
+    write_table(tmp_path / "a.parquet", table)
+    assert pq.ParquetFile(tmp_path / "a.parquet").metadata.num_row_groups == 1
+    read = read_shard(tmp_path / "a.parquet")
+    assert read.equals(table) and {read.column(c).num_chunks for c in read.column_names} == {1}
+
+
 def test_shards_are_listed_in_order_and_read_back(tmp_path):
     for i in (2, 0, 1):
         write_table(tmp_path / shard_name(i), pa.table({"x": [i, i]}))
