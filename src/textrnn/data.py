@@ -14,8 +14,16 @@ import numpy as np
 from textrnn.io import read_json, start_writeback_of, write_json_into
 
 _FILES = {"ids": np.int32, "offsets": np.int64, "labels": np.int64}  # ids: the default; meta.json says which
-# Token ids are stored in the narrowest of these that holds the vocabulary (Vocabulary.ids_dtype).
+# Token ids are stored in the narrowest of these that holds the vocabulary (`narrowest_ids_dtype`).
 IDS_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32))
+
+
+def narrowest_ids_dtype(highest_id: int) -> np.dtype:
+    """The first of IDS_DTYPES that holds every id up to `highest_id`."""
+    for dtype in IDS_DTYPES:
+        if highest_id <= np.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"token id {highest_id} fits none of {[d.name for d in IDS_DTYPES]}")
 
 
 # One chunk's encoding: token ids, row offsets into them (rows + 1, from 0), label ids, unknown-token count.

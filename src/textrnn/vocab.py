@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from textrnn import kernels
+from textrnn.data import narrowest_ids_dtype
 from textrnn.text import (
     WORD_CODE_BASE,
     Normalisation,
@@ -57,7 +58,7 @@ class Vocabulary:
     def ids_dtype(self) -> np.dtype:
         """The narrowest dtype that holds every id, for encoded splits on disk: uint16 up to 65,536 tokens
         (half the bytes of int32 to write, map and read), else int32."""
-        return np.dtype(np.uint16 if len(self.tokens) <= 1 << 16 else np.int32)
+        return narrowest_ids_dtype(len(self.tokens) - 1)
 
     @functools.cached_property
     def point_ids(self) -> np.ndarray:
