@@ -66,20 +66,22 @@ def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryv
     and cut after its last record end: the segment is a view of that buffer, not a copy."""
     state, rest, longer = kernels.CSV_START, b"", []  # `longer`: a record that no block has ended yet
     while True:
-        buffer = bytearray(len(rest) + block)
+        # Not zero-filled first: bytearray(n) writes n zeros while holding the GIL, and at 2 workers that
+        # stalled the parsing threads (the read fills the buffer anyway, outside the GIL).
+        buffer = memoryview(np.empty(len(rest) + block, np.uint8))
         buffer[:len(rest)] = rest
-        read = handle.readinto(memoryview(buffer)[len(rest):])
+        read = handle.readinto(buffer[len(rest):])
         if not read:
             break
         filled = len(rest) + read
         last, state = kernels.csv_record_ends(np.frombuffer(buffer, np.uint8, read, len(rest)), state, ord(delimiter),
                                               ord('"'))
         if last < 0:
-            longer.append(memoryview(buffer)[:filled])
+            longer.append(buffer[:filled])
             rest = b""
             continue
         cut = len(rest) + last  # (where the last record ends: the byte after its line end)
-        segment = memoryview(buffer)[:cut]
+        segment = buffer[:cut]
         yield b"".join([*longer, segment]) if longer else segment
         longer, rest = [], bytes(buffer[cut:filled])
     if longer or rest:  # the last record needs no line end: the end of the file ends it

@@ -351,3 +351,20 @@ def test_readers_work_in_the_callers_pool_when_given_one(name, tmp_path, monkeyp
     assert pool.tasks > 10
     assert given.to_pylist() == read_all(path, workers=2)
     assert given.column("text").to_pylist() == texts
+
+
+def test_repeated_values_are_slices_of_runs_built_once_per_size_class():
+    """A batch's source and label columns are `value` n times, exactly, whatever n and in whatever order
+    values and sizes come; a run built for a size class serves every smaller batch without a rebuild."""
+    from textrnn.sources import _run_of, repeated
+
+    _run_of.cache_clear()
+    for n in (0, 1, 2, 3, 5, 64, 65, 1000, 3, 1024, 1025):
+        for value in ("评论.csv", "pos"):
+            column = repeated(value, n)
+            assert column.type == pa.string()
+            assert column.to_pylist() == [value] * n
+            column.validate(full=True)
+    before = _run_of.cache_info().misses
+    assert repeated("pos", 900).to_pylist() == ["pos"] * 900  # 1024's run, already built
+    assert _run_of.cache_info().misses == before
