@@ -47,9 +47,9 @@ class ParsedSegment:
 
 def cut_records(handle, delimiter: str, block: int) -> Iterator[bytes | memoryview]:
     """The file's bytes as segments of whole records, in order: each is what is left of the block before
-    and the records of the next `block` bytes read (a record longer than a block makes its segment
-    longer); the last ends at the end of the file. A segment starting with a BOM joins the one before
-    (Arrow would drop a BOM that starts its input; mid-file it is text)."""
+    and the records of the next block read (`block` bytes, the first few smaller; a record longer than a
+    block makes its segment longer); the last ends at the end of the file. A segment starting with a BOM
+    joins the one before (Arrow would drop a BOM that starts its input; mid-file it is text)."""
     pending = None
     for segment in _record_cuts(handle, delimiter, block):
         if pending is not None and bytes(segment[:3]) != _UTF8_BOM:
@@ -63,12 +63,16 @@ def cut_records(handle, delimiter: str, block: int) -> Iterator[bytes | memoryvi
 
 def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryview]:
     """Each block is read behind the unended record left from the one before, into a buffer of its own,
-    and cut after its last record end: the segment is a view of that buffer, not a copy."""
+    and cut after its last record end: the segment is a view of that buffer, not a copy. The first blocks
+    are smaller (from 1/16 of `block`, doubling): the parsing threads start on the first segment while
+    the next is read, instead of waiting for a whole block to be read, cut and checked."""
     state, rest, longer = kernels.CSV_START, b"", []  # `longer`: a record that no block has ended yet
+    size = max(block >> 4, 1)
     while True:
         # Not zero-filled first: bytearray(n) writes n zeros while holding the GIL, and at 2 workers that
         # stalled the parsing threads (the read fills the buffer anyway, outside the GIL).
-        buffer = memoryview(np.empty(len(rest) + block, np.uint8))
+        buffer = memoryview(np.empty(len(rest) + size, np.uint8))
+        size = min(size * 2, block)
         buffer[:len(rest)] = rest
         read = handle.readinto(buffer[len(rest):])
         if not read:

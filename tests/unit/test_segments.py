@@ -93,14 +93,19 @@ def test_segments_find_a_bad_byte_in_any_segment_and_pass_characters_split_acros
         parse_all(cut_at_end, workers, 7)
 
 
-def test_segments_are_about_a_block_long_and_hold_whole_records(tmp_path):
+def test_segments_start_small_then_are_about_a_block_long_and_hold_whole_records(tmp_path):
+    """The first blocks read are 1/16 of a block, doubling: the parsing threads start on a small first
+    segment rather than waiting for a whole block to be read."""
     path = tmp_path / "in.csv"
     path.write_bytes(b"text,label\n" + b"".join(b'"row %d, with a\nnewline",pos\n' % i for i in range(1000)))
     with open(path, "rb") as handle:
         segments = [bytes(segment) for segment in cut_records(handle, ",", 1000)]
     assert 20 <= len(segments) <= 40 and b"".join(segments) == path.read_bytes()
     assert all(segment.endswith(b",pos\n") for segment in segments)
-    assert all(len(segment) < 1000 + 40 for segment in segments)
+    lengths = [len(segment) for segment in segments]
+    assert lengths[0] < 1000 // 16 + 40
+    assert lengths[:5] == sorted(lengths[:5]) and max(lengths) > 1000 - 40
+    assert all(length < 1000 + 40 for length in lengths)
 
 
 def test_a_record_longer_than_many_blocks_is_one_segment(tmp_path):
