@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +22,9 @@ from textrnn.io import (
     read_json,
     read_shard,
     shard_name,
+    start_writeback,
+    start_writeback_of,
+    wait_for_background_syncs,
     write_json,
     write_table,
 )
@@ -239,3 +246,45 @@ def test_temps_left_by_a_killed_run_are_removed_by_the_next_write(tmp_path):
     with atomic_file(tmp_path / "file.json") as tmp:
         tmp.write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json", "out"]
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux) to list open files")
+def test_background_syncs_run_in_their_own_thread_and_close_every_descriptor(tmp_path):
+    files = [tmp_path / f"part-{i}" for i in range(20)]
+    before = open_fds()
+    for path in files:
+        path.write_bytes(os.urandom(1 << 16))
+        start_writeback(path)
+    with open(files[0], "rb") as handle:
+        start_writeback_of(handle.fileno())  # its own copy of the descriptor: the handle may close at once
+    assert "textrnn-fsync" in {thread.name.split("_")[0] for thread in threading.enumerate()}
+    wait_for_background_syncs()
+    assert open_fds() == before
+
+
+def test_a_file_deleted_before_its_background_sync_runs_is_no_error(tmp_path):
+    path = tmp_path / "gone.bin"
+    path.write_bytes(b"x" * 4096)
+    start_writeback(path)
+    path.unlink()
+    wait_for_background_syncs()  # raises nothing: the sync holds its own descriptor
+
+
+def _sync_in_child(path: str) -> str:
+    start_writeback(path)
+    wait_for_background_syncs()
+    return Path(path).read_text()
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_forked_worker_starts_a_syncer_of_its_own(tmp_path):
+    start_writeback(__file__)  # the parent's syncer thread exists before the fork
+    path = tmp_path / "child.txt"
+    path.write_text("written by the parent")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        # Were the parent's syncer (whose thread the child lacks) kept, the wait would never end.
+        assert pool.submit(_sync_in_child, str(path)).result(timeout=60) == "written by the parent"
