@@ -17,6 +17,8 @@ gives; a property test holds the parsed segments equal to Arrow's parse of the w
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -68,10 +70,9 @@ def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryv
     the next is read, instead of waiting for a whole block to be read, cut and checked."""
     state, rest, longer = kernels.CSV_START, b"", []  # `longer`: a record that no block has ended yet
     size = max(block >> 4, 1)
+    buffers = _ReusedBuffers(block + block // 4)
     while True:
-        # Not zero-filled first: bytearray(n) writes n zeros while holding the GIL, and at 2 workers that
-        # stalled the parsing threads (the read fills the buffer anyway, outside the GIL).
-        buffer = memoryview(np.empty(len(rest) + size, np.uint8))
+        buffer = memoryview(buffers.get(len(rest) + size))
         size = min(size * 2, block)
         buffer[:len(rest)] = rest
         read = handle.readinto(buffer[len(rest):])
@@ -90,6 +91,36 @@ def _record_cuts(handle, delimiter: str, block: int) -> Iterator[bytes | memoryv
         longer, rest = [], bytes(buffer[cut:filled])
     if longer or rest:  # the last record needs no line end: the end of the file ends it
         yield b"".join([*longer, rest])
+
+
+class _ReusedBuffers:
+    """Read buffers, each handed out again once nothing refers to it any more.
+
+    A new buffer costs a page fault per page the read fills (the kernel zeroes each page first: at two
+    workers a quarter of ingest's CPU time was the kernel's), and reading the file through new buffers
+    faults in its whole size. A buffer is handed out as a view of it; when the last thing that refers to
+    that view is gone (the segments cut from it, the parse that read them: Arrow's parse copies the
+    values out), a finaliser puts the buffer back, from whichever thread dropped it. So a buffer is never
+    reused while anything can still read it, and as many exist as segments are in flight at once.
+    Not zero-filled: the read fills them (`bytearray(n)` wrote n zeros holding the GIL)."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._free: list[np.ndarray] = []
+        self._lock = threading.RLock()  # (a view collected while `get` holds it puts its buffer back)
+
+    def get(self, n: int) -> np.ndarray:
+        """A buffer of n bytes, uninitialised."""
+        with self._lock:
+            fits = next((i for i, base in enumerate(self._free) if len(base) >= n), None)
+            base = self._free.pop(fits) if fits is not None else np.empty(max(n, self._size), np.uint8)
+        view = base[:n]
+        weakref.finalize(view, self._put_back, base)
+        return view
+
+    def _put_back(self, base: np.ndarray) -> None:
+        with self._lock:
+            self._free.append(base)
 
 
 def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: int, block: int,

@@ -126,3 +126,20 @@ def test_an_empty_file_has_no_segments_and_a_file_of_blank_lines_no_records(tmp_
         assert list(cut_records(handle, ",", 16)) == []
     assert segmented_parse(empty, ",", 16, 1) == ([], [])
     assert segmented_parse(blank, ",", 2, 1) == ([], [])
+
+
+def buffer_of(segment: memoryview) -> int:
+    """The read buffer a segment was cut from (segments are views of views of it)."""
+    return id(segment.obj.base)
+
+
+def test_read_buffers_are_reused_once_nothing_refers_to_their_segments_and_never_before(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text,label\n" + b"".join(b'"row %d, with a\nnewline",pos\n' % i for i in range(2000)))
+    with open(path, "rb") as handle:  # each segment dropped at once: its buffer reads the next but one
+        dropped = {buffer_of(segment) for segment in cut_records(handle, ",", 1000)}
+    with open(path, "rb") as handle:  # every segment held: none of their buffers may be read into again
+        held = list(cut_records(handle, ",", 1000))
+    assert len(dropped) <= 3 and len(held) > 40
+    assert len({buffer_of(segment) for segment in held}) == len(held)
+    assert b"".join(bytes(segment) for segment in held) == path.read_bytes()
