@@ -149,6 +149,43 @@ def save_keys(prefix: str | Path, keys: tuple[np.ndarray, np.ndarray]) -> None:
 _INDEX_ARRAYS = ("hashes", "conflict", "first_chunk")
 
 
+class _KeysInMemory:
+    """One chunk's distinct keys (hashes, labels), held."""
+
+    def __init__(self, hashes: np.ndarray, labels: np.ndarray):
+        self._hashes, self._labels, self.length = hashes, labels, len(hashes)
+
+    def hashes(self) -> np.ndarray:
+        return self._hashes
+
+    def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._hashes[lo:hi], self._labels[lo:hi]
+
+
+class _SpilledKeys:
+    """One chunk's distinct keys as `save_keys` spilled them, read a slice at a time. Read, a slice takes
+    just its own bytes of memory; memory-mapped, every page fault also mapped the pages around it, and
+    the merge of one partition (a slice of every chunk) held 60-100 MiB of file pages at 10x the
+    benchmark's input, the run's peak. The headers are read once (np.load parses each with `ast`)."""
+
+    def __init__(self, prefix: str | Path):
+        self._files = []
+        for name in ("hashes", "labels"):
+            mapped = np.load(f"{prefix}.{name}.npy", mmap_mode="r")  # (maps, reads nothing but the header)
+            self._files.append((f"{prefix}.{name}.npy", mapped.dtype, mapped.offset, len(mapped)))
+        self.length = self._files[0][3]
+
+    def hashes(self) -> np.ndarray:
+        """All the hashes, memory-mapped: a binary search reads a few pages of them."""
+        path, dtype, offset, length = self._files[0]
+        return np.memmap(path, dtype, "r", offset, (length,)) if length else np.empty(0, dtype)
+
+    def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        hashes, labels = (np.fromfile(path, dtype, hi - lo, offset=offset + lo * dtype.itemsize)
+                          for path, dtype, offset, _ in self._files)
+        return hashes, labels
+
+
 class DedupIndex:
     """Every distinct text hash once, sorted, with a flag for texts seen under two or more labels and the
     first chunk that holds the text.
@@ -165,36 +202,31 @@ class DedupIndex:
     @classmethod
     def from_chunks(cls, chunks: Sequence[tuple[np.ndarray, np.ndarray]]) -> DedupIndex:
         """From in-memory `distinct_keys` results, in chunk order."""
-        return cls._merge([lambda c=c: c for c in chunks])
+        return cls._merge([_KeysInMemory(*chunk) for chunk in chunks])
 
     @classmethod
     def from_files(cls, prefixes: Sequence[str | Path], workers: int = 1) -> DedupIndex:
-        """From `save_keys` spills, in chunk order; each is memory-mapped only while one slice of it is
-        merged."""
-        def opener(prefix):
-            return lambda: (np.load(f"{prefix}.hashes.npy", mmap_mode="r"),
-                            np.load(f"{prefix}.labels.npy", mmap_mode="r"))
-        return cls._merge([opener(p) for p in prefixes], workers)
+        """From `save_keys` spills, in chunk order; each is read one slice at a time, as it is merged."""
+        return cls._merge([_SpilledKeys(prefix) for prefix in prefixes], workers)
 
     @classmethod
-    def _merge(cls, openers, workers: int = 1, keys_per_partition: int = 1_000_000) -> DedupIndex:
+    def _merge(cls, chunks: Sequence[_KeysInMemory | _SpilledKeys], workers: int = 1,
+               keys_per_partition: int = 1_000_000) -> DedupIndex:
         """The chunks' keys merged one slice of the hash range (a partition) at a time, `workers` partitions
         at once in threads (the merge runs outside the GIL). Each partition is merged straight into its own
         stretch of the output, sized by its keys in every chunk; the stretches are then closed up."""
-        capacity = sum(len(open_()[0]) for open_ in openers)
+        capacity = sum(chunk.length for chunk in chunks)
         partitions = int(np.clip(max(capacity // keys_per_partition, workers), 1, 256))
         bounds = np.array([(i << 64) // partitions for i in range(1, partitions)], np.uint64)
-        cuts = np.array([_partition_cuts(open_()[0], bounds) for open_ in openers], np.int64)
-        cuts = cuts.reshape(len(openers), partitions + 1)  # (chunk, partition start... end)
+        cuts = np.array([_partition_cuts(chunk.hashes(), bounds) for chunk in chunks], np.int64)
+        cuts = cuts.reshape(len(chunks), partitions + 1)  # (chunk, partition start... end)
         starts = np.concatenate([[0], np.cumsum(np.diff(cuts, axis=1).sum(axis=0))])  # of each stretch
-        chunk_type = np.min_scalar_type(max(len(openers) - 1, 0))
+        chunk_type = np.min_scalar_type(max(len(chunks) - 1, 0))
         hashes, conflict = np.empty(capacity, np.uint64), np.empty(capacity, bool)
         first_chunk = np.empty(capacity, chunk_type)
 
         def merge_partition(part: int) -> int:
-            # Views of the chunks' memory-mapped keys, merged in one pass; dropped (unmapped) after it.
-            slices = [(h[lo:hi], lab[lo:hi]) for (h, lab), lo, hi in
-                      zip((open_() for open_ in openers), cuts[:, part], cuts[:, part + 1])]
+            slices = [chunk.slice(lo, hi) for chunk, lo, hi in zip(chunks, cuts[:, part], cuts[:, part + 1])]
             stretch = slice(starts[part], starts[part + 1])
             return kernels.merge_sorted_keys([h for h, _ in slices], [lab for _, lab in slices], hashes[stretch],
                                              conflict[stretch].view(np.uint8), first_chunk[stretch], MIXED)

@@ -15,6 +15,8 @@ from textrnn.cleaning import (
     REASONS,
     DedupIndex,
     RowRules,
+    _KeysInMemory,
+    _SpilledKeys,
     assign_split,
     check_rows,
     distinct_keys,
@@ -274,10 +276,11 @@ def test_dedup_index_from_spilled_files_in_many_partitions_equals_the_in_memory_
     whole = DedupIndex.from_chunks(chunks)
     assert len(whole) == len(labels_of)
     assert whole.conflict.sum() == sum(len(v) > 1 for v in labels_of.values()) > 0
-    partitioned = DedupIndex._merge([lambda c=c: c for c in chunks], keys_per_partition=500)
-    in_parallel = DedupIndex._merge([lambda c=c: c for c in chunks], workers=2, keys_per_partition=500)
+    partitioned = DedupIndex._merge([_KeysInMemory(*c) for c in chunks], keys_per_partition=500)
+    in_parallel = DedupIndex._merge([_KeysInMemory(*c) for c in chunks], workers=2, keys_per_partition=500)
     spilled = DedupIndex.from_files([tmp_path / f"k{i}" for i in range(5)])
-    spilled_in_parallel = DedupIndex.from_files([tmp_path / f"k{i}" for i in range(5)], workers=3)
+    spills = [_SpilledKeys(tmp_path / f"k{i}") for i in range(5)]
+    spilled_in_parallel = DedupIndex._merge(spills, workers=3, keys_per_partition=500)
     for other in (partitioned, in_parallel, spilled, spilled_in_parallel):
         np.testing.assert_array_equal(other.hashes, whole.hashes)
         np.testing.assert_array_equal(other.conflict, whole.conflict)
