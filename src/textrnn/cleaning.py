@@ -169,20 +169,20 @@ class _SpilledKeys:
     benchmark's input, the run's peak. The headers are read once (np.load parses each with `ast`)."""
 
     def __init__(self, prefix: str | Path):
-        self._files = []
+        self._files = []  # (path, dtype, where the data starts) of the hashes, then of the labels
         for name in ("hashes", "labels"):
             mapped = np.load(f"{prefix}.{name}.npy", mmap_mode="r")  # (maps, reads nothing but the header)
-            self._files.append((f"{prefix}.{name}.npy", mapped.dtype, mapped.offset, len(mapped)))
-        self.length = self._files[0][3]
+            self._files.append((f"{prefix}.{name}.npy", mapped.dtype, mapped.offset))
+            self.length = len(mapped)  # (the same for both)
 
     def hashes(self) -> np.ndarray:
         """All the hashes, memory-mapped: a binary search reads a few pages of them."""
-        path, dtype, offset, length = self._files[0]
-        return np.memmap(path, dtype, "r", offset, (length,)) if length else np.empty(0, dtype)
+        path, dtype, offset = self._files[0]
+        return np.memmap(path, dtype, "r", offset, (self.length,)) if self.length else np.empty(0, dtype)
 
     def slice(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         hashes, labels = (np.fromfile(path, dtype, hi - lo, offset=offset + lo * dtype.itemsize)
-                          for path, dtype, offset, _ in self._files)
+                          for path, dtype, offset in self._files)
         return hashes, labels
 
 
