@@ -130,7 +130,7 @@ class TokenCounter:
 
 
 def _sum_by_token(tables: list[pa.Table]) -> pa.Table:
-    merged = pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")])
+    merged = pa.concat_tables(tables).group_by("token", use_threads=False).aggregate([("count", "sum")])
     return merged.rename_columns(["token", "count"])
 
 

@@ -151,8 +151,8 @@ def write_shard(raw: str, staged: str, shard: int, index_prefix: str, p: CleanPa
                 rejects: str) -> tuple[Counter, Counter, int]:
     """Decide one staged shard and write its kept rows per split and its rejects (runs in a worker);
     returns (kept per split, rejected per reason/split, rows)."""
-    with pa.memory_map(staged) as source:
-        staged_table = pa.ipc.open_file(source).read_all()
+    with pa.memory_map(staged) as source:  # (in this thread, as `read_shard` reads)
+        staged_table = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(use_threads=False)).read_all()
     hashes = staged_table.column("hash").to_numpy()
     reason = _final_reasons(staged_table, hashes, shard, DedupIndex.load(index_prefix))
     split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)

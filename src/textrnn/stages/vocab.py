@@ -111,9 +111,13 @@ def shard_texts(shard: str) -> pa.Array:
 
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
     """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
-    tokens = load_token_codes(Path(tokenised)) if tokenised else shard_tokens(shard, vocab.jieba)
+    table = read_shard(shard, columns=["text", "label_id"] if not tokenised else ["label_id"])
+    if tokenised:
+        tokens = load_token_codes(Path(tokenised))
+    else:
+        tokens = token_codes(table.column("text").combine_chunks(), use_jieba=vocab.jieba)
     ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
-    labels = read_shard(shard, columns=["label_id"]).column("label_id").to_numpy()
+    labels = table.column("label_id").to_numpy()
     return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
 
 
