@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -191,6 +194,26 @@ def test_a_shard_is_one_row_group_and_reads_back_as_one_chunk_per_column(tmp_pat
     assert pq.ParquetFile(tmp_path / "a.parquet").metadata.num_row_groups == 1
     read = read_shard(tmp_path / "a.parquet")
     assert read.equals(table) and {read.column(c).num_chunks for c in read.column_names} == {1}
+
+
+def test_a_read_shard_holds_its_own_copy_of_the_file_memory_mapped_to_read_it(tmp_path):
+    # read_shard maps the file: the table must not point into the mapping, or a file cut short in place
+    # afterwards would crash whoever reads the table (SIGBUS), so the check runs in a child process.
+    code = textwrap.dedent(f"""
+        import pyarrow as pa
+        from textrnn.io import read_shard, write_table
+        path = {str(tmp_path / "a.parquet")!r}
+        table = pa.table({{"text": [f"row {{i}}" * 20 for i in range(20_000)], "label": ["pos", "neg"] * 10_000,
+                          "row": pa.array(range(20_000), pa.int64())}})
+        write_table(path, table)
+        read = read_shard(path)
+        with open(path, "wb") as handle:  # cut short and overwritten in place
+            handle.write(b"x")
+        assert read.equals(table)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
 
 
 def test_shards_are_listed_in_order_and_read_back(tmp_path):
