@@ -111,10 +111,10 @@ def shard_texts(shard: str) -> pa.Array:
 
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
     """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
-    table = read_shard(shard, columns=["text", "label_id"] if not tokenised else ["label_id"])
     if tokenised:
-        tokens = load_token_codes(Path(tokenised))
-    else:
+        table, tokens = read_shard(shard, columns=["label_id"]), load_token_codes(Path(tokenised))
+    else:  # one read for the text and the labels
+        table = read_shard(shard, columns=["text", "label_id"])
         tokens = token_codes(table.column("text").combine_chunks(), use_jieba=vocab.jieba)
     ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
     labels = table.column("label_id").to_numpy()
