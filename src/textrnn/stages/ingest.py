@@ -24,7 +24,7 @@ def run(out: Path, p: IngestParams) -> dict:
         # task (two pools had twice the threads taking turns on the GIL and the cores: a quarter more CPU time).
         batches = enumerate(_regroup(iter_source(p, pool), p.chunk_rows))
         writes = (pool.submit(_write_shard, tmp / shard_name(i), batch) for i, batch in batches)
-        for shard_rows, shard_labels in in_order(writes, window=2 * p.workers):
+        for shard_rows, shard_labels in in_order(writes, window=p.workers + 1):  # (one queued: as the parses)
             labels.update(shard_labels)
             rows += shard_rows
             shards += 1
