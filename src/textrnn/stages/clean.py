@@ -127,7 +127,13 @@ def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index
                           str(rejects.resolve()))
               for i, (raw, path) in enumerate(zip(shards, staged, strict=True)))
     kept, rejected, rows_in = Counter(), Counter(), 0
-    for shard_kept, shard_rejected, shard_rows in in_order(writes, window=2 * p.workers):
+    for done, (shard_kept, shard_rejected, shard_rows) in zip(staged, in_order(writes, window=2 * p.workers)):
+        # Deleted here, once its result is in (a worker deleting it would leave nothing to read for a task
+        # that Dask reruns): its page cache is freed while this stage still writes, and the writes reuse
+        # it. Fresh pages cost more than reused ones: on this machine's VM, ~2.5 ms per MB against ~0.12
+        # (the host backs each page again once the guest has reported it free); clean's system time on
+        # 200 MB went from 0.54-0.77 s to 0.34-0.45 s.
+        done.unlink()
         kept.update(shard_kept)
         rejected.update(shard_rejected)
         rows_in += shard_rows
