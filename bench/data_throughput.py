@@ -176,7 +176,8 @@ def main() -> None:
         print(f"peak RSS at {args.scale:g}x ({big_mb:.0f} MB): {scaled['peak_mib']:.0f} MiB")
         print(f"ratio project(1 worker)/reference MB/s: {(size_mb / one['seconds']) / (ref_mb / ref['seconds']):.2f}"
               " (target >= 10)")
-        print(f"ratio 2 workers/1 worker: {one['seconds'] / two['seconds']:.2f} (target >= 1.7)")
+        # Three decimals: this ratio lands near its target, and 1.697 printed as 1.70 read as met.
+        print(f"ratio 2 workers/1 worker: {one['seconds'] / two['seconds']:.3f} (target >= 1.7)")
         print(f"ratio peak RSS {args.scale:g}x/1x: {scaled['peak_mib'] / one['peak_mib']:.2f} (target <= 1.5)")
 
 
