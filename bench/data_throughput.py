@@ -7,8 +7,9 @@ straightforward pandas + Python-loop reference doing the same normalisation and 
 1. Generates a CSV of unique review-like rows (clauses of the real default corpus recombined), --mb MB.
 2. Times the project's stages with 1 and 2 workers, and the reference (on the first --reference-mb MB,
    since it is slow; its MB/s is what is compared), printing MB/s and the ratios. The three run in turn,
-   --repeat rounds of them, each round starting one later, so a slow spell of a shared machine falls on
-   all alike and none always follows the same one; for each, the fastest run counts (the least disturbed).
+   --repeat rounds of them, so a slow spell of a shared machine falls on all alike. Each measured run
+   comes right after an unmeasured run of the same measurement, so that none pays for what a different
+   one ran before it; for each, the fastest run counts (the least disturbed).
 3. Peak RSS of the project's stages at 1× and --scale× the input (each in a fresh process), and the ratio.
 Ratios are printed last.
 """
@@ -123,24 +124,26 @@ def measure_in_subprocess(mode: str, csv_path: Path, workdir: Path, workers: int
 def fastest_in_rounds(rounds: int, measurements: dict[str, tuple]) -> dict[str, dict]:
     """Each measurement (name: measure_in_subprocess arguments) run `rounds` times, in rounds that run
     every measurement once in turn, so that a slow spell of a shared machine falls on all of them alike.
-    Each round starts one measurement later than the one before, so that no measurement always follows
-    the same one: on this VM a run pays for the memory it needs beyond what the run before it freed (the
-    host backs freed memory again once the guest has reported it free). Two workers right after one
-    worker: ingest's system time 0.38-0.60 s, against 0.18-0.23 s right after two workers (medians of two
-    sets of 8 runs each).
-    Per measurement: the fastest run (the least disturbed) and the highest peak RSS."""
+    Each measured run comes right after an unmeasured run of the same measurement: on this VM a run pays
+    for the memory it needs beyond what the run before it freed (the host backs memory the guest freed
+    again on first touch), so whichever run came before would move the figures. One worker right after
+    the reference: ingest's system time 0.43-0.82 s, against 0.20-0.48 s right after one worker (4 runs
+    each); two workers right after one worker: 0.38-0.60 s, against 0.18-0.23 s right after two workers
+    (medians of two sets of 8 runs each).
+    Per measurement: the fastest measured run (the least disturbed) and the highest peak RSS."""
     results: dict[str, list[dict]] = {name: [] for name in measurements}
-    names = list(measurements)
     for run in range(rounds):
-        for name in names[run % len(names):] + names[:run % len(names)]:
-            mode, csv_path, workdir, workers = measurements[name]
-            outputs = workdir.with_name(f"{workdir.name}-{run}")
-            results[name].append(measure_in_subprocess(mode, csv_path, outputs, workers))
-            # Each run starts from the same machine state: kept, the outputs would pile up ~0.7 GB of page
-            # cache per run, and each later run would write into pages never used before, which this VM
-            # backs again on first touch (~2.5 ms per MB, against ~0.12 for pages in use): system time
-            # grew from 0.6 s to 2-3 s within a dozen runs.
-            shutil.rmtree(outputs, ignore_errors=True)
+        for name, (mode, csv_path, workdir, workers) in measurements.items():
+            for measured in (False, True):
+                outputs = workdir.with_name(f"{workdir.name}-{run}")
+                result = measure_in_subprocess(mode, csv_path, outputs, workers)
+                # Each run starts from the same machine state: kept, the outputs would pile up ~0.7 GB of
+                # page cache per run, and each later run would write into pages never used before, which
+                # this VM backs again on first touch (~2.5 ms per MB, against ~0.12 for pages in use):
+                # system time grew from 0.6 s to 2-3 s within a dozen runs.
+                shutil.rmtree(outputs, ignore_errors=True)
+                if measured:
+                    results[name].append(result)
     return {name: {"seconds": min(r["seconds"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs)}
             for name, runs in results.items()}
 
