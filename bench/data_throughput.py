@@ -134,8 +134,8 @@ def fastest_in_rounds(rounds: int, measurements: dict[str, tuple]) -> dict[str, 
     results: dict[str, list[dict]] = {name: [] for name in measurements}
     for run in range(rounds):
         for name, (mode, csv_path, workdir, workers) in measurements.items():
+            outputs = workdir.with_name(f"{workdir.name}-{run}")
             for measured in (False, True):
-                outputs = workdir.with_name(f"{workdir.name}-{run}")
                 result = measure_in_subprocess(mode, csv_path, outputs, workers)
                 # Each run starts from the same machine state: kept, the outputs would pile up ~0.7 GB of
                 # page cache per run, and each later run would write into pages never used before, which
