@@ -41,6 +41,11 @@ def make_executor(kind: str, workers: int, dask_address: str = "") -> Iterator[E
             yield pool
 
 
+def runs_in_this_process(pool: Executor) -> bool:
+    """Whether the pool's tasks run in this process (threads, or the caller's thread), sharing its memory."""
+    return isinstance(pool, (ThreadPoolExecutor, SerialExecutor))
+
+
 def given_or_new(pool: Executor | None, workers: int,
                  kind: str = "thread") -> contextlib.AbstractContextManager[Executor]:
     """The caller's executor as it is (the caller closes it), or a new one of `kind` for `workers`."""
