@@ -75,9 +75,9 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
         with given_or_new(executor, p.workers, p.executor) as pool:
             index = DedupIndex.from_files(_map_shards(pool, shards, staged, rules), p.workers)
             distinct = len(index)
-            stats = _reduce_shards(pool, shards, staged, _handed_over(index, pool, index_prefix), p, tmp_out,
-                                   tmp_rejects)
-            del index
+            handed = _handed_over(index, pool, index_prefix)
+            del index  # threads hold it through `handed`; worker processes map the saved copy, not this one
+            stats = _reduce_shards(pool, shards, staged, handed, p, tmp_out, tmp_rejects)
         shutil.rmtree(staging)
         stats.update(labels=list(labels), distinct_texts=distinct)
         write_json_into(tmp_out, "labels.json", list(labels))
