@@ -115,20 +115,32 @@ def assign_split(hashes: np.ndarray, seed: int, val_fraction: float, test_fracti
 MIXED = -2  # the label of a text hash seen under two or more labels
 
 
-def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rows_by_hash(hashes: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The usable rows' numbers, in the order of their text hashes."""
+    rows = np.flatnonzero(usable)
+    return rows[np.argsort(hashes[rows])]
+
+
+def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray, by_hash: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The usable rows' distinct text hashes (sorted) and, per hash, its label id, or MIXED where the
-    same text carries two labels."""
-    keep = label_ids >= 0
-    return _collapse(hashes[keep], label_ids[keep].astype(np.int32))
+    same text carries two labels. `by_hash`: `rows_by_hash` of the usable rows (label id >= 0), if known."""
+    by_hash = rows_by_hash(hashes, label_ids >= 0) if by_hash is None else by_hash
+    return _collapse_sorted(hashes[by_hash], label_ids[by_hash].astype(np.int32))
 
 
 def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct hashes and one label each (MIXED where they disagree, or any one was MIXED). A
-    hash's rows agree on a label when their lowest and highest labels are equal (MIXED is the lowest)."""
+    """Sorted distinct hashes and one label each (see `_collapse_sorted`)."""
+    order = np.argsort(hashes)
+    return _collapse_sorted(hashes[order], labels[order])
+
+
+def _collapse_sorted(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct hashes of sorted `hashes` and one label each (MIXED where they disagree, or any one was
+    MIXED). A hash's rows agree on a label when their lowest and highest labels are equal (MIXED is the
+    lowest)."""
     if len(hashes) == 0:
         return np.empty(0, np.uint64), np.empty(0, np.int32)
-    order = np.argsort(hashes)
-    hashes, labels = hashes[order], labels[order]
     starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
     lowest, highest = np.minimum.reduceat(labels, starts), np.maximum.reduceat(labels, starts)
     return hashes[starts], np.where((lowest != highest) | (lowest == MIXED), MIXED, lowest).astype(np.int32)
@@ -255,18 +267,17 @@ class DedupIndex:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def decide(self, chunk: int, hashes: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    def decide(self, chunk: int, hashes: np.ndarray, usable: np.ndarray, by_hash: np.ndarray | None = None
+               ) -> np.ndarray:
         """Reason code per usable row of chunk number `chunk`: KEPT (the first copy), DUPLICATE or
-        LABEL_CONFLICT (KEPT for the rows not usable).
+        LABEL_CONFLICT (KEPT for the rows not usable). `by_hash`: `rows_by_hash(hashes, usable)`, if known.
 
         The rows are looked up in hash order: the binary searches then walk the index in order (about
         twice as fast as in row order), and the rows of one text come out next to each other."""
         reason = np.zeros(len(hashes), np.uint8)
-        rows = np.flatnonzero(usable)
+        rows = rows_by_hash(hashes, usable) if by_hash is None else by_hash
         if len(rows) == 0:
             return reason
-        order = np.argsort(hashes[rows])
-        rows = rows[order]
         slots = np.searchsorted(self.hashes, hashes[rows])
         runs = np.flatnonzero(np.concatenate([[True], slots[1:] != slots[:-1]]))  # one run per text
         first_rows, run_slots = np.minimum.reduceat(rows, runs), slots[runs]

@@ -21,6 +21,7 @@ from textrnn.cleaning import (
     check_rows,
     distinct_keys,
     reason_names,
+    rows_by_hash,
     save_keys,
     text_hashes,
 )
@@ -233,6 +234,20 @@ def test_dedup_keeps_exactly_the_first_usable_row_of_each_text_in_a_chunk(texts,
         else:
             assert name == (None if text not in seen else "duplicate")
             seen.add(text)
+
+
+@settings(max_examples=50, deadline=None)
+@given(texts=st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=30),
+       labels=st.lists(st.sampled_from([-1, 0, 1]), min_size=30, max_size=30))
+def test_dedup_from_the_rows_in_hash_order_the_map_step_saved_decides_the_same(texts, labels):
+    # clean's map step sorts a chunk's usable rows by hash once, for its keys, and saves that order (as
+    # int32) for the reduce step's decisions: both must equal what sorting again gives.
+    hashes, label_ids, keys = keys_of(texts, labels[: len(texts)])
+    by_hash = rows_by_hash(hashes, label_ids >= 0)
+    assert [a.tolist() for a in distinct_keys(hashes, label_ids, by_hash)] == [a.tolist() for a in keys]
+    index = DedupIndex.from_chunks([keys])
+    assert (index.decide(0, hashes, label_ids >= 0, by_hash.astype(np.int32)).tolist()
+            == index.decide(0, hashes, label_ids >= 0).tolist())
 
 
 def test_dedup_decisions_do_not_depend_on_the_order_chunks_are_decided_in(tmp_path):

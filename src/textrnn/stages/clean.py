@@ -33,6 +33,7 @@ from textrnn.cleaning import (
     check_rows,
     distinct_keys,
     reason_names,
+    rows_by_hash,
     save_keys,
     text_hashes,
 )
@@ -47,10 +48,11 @@ CLEAN_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("label
                           ("source", pa.string()), ("row", pa.int64())])
 REJECT_SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string()), ("source", pa.string()),
                            ("row", pa.int64()), ("reason", pa.string()), ("split", pa.string())])
-# The raw text is not staged: only rejects need it, and write_shard reads those rows back from the raw shard.
-_STAGED = pa.schema([("text", pa.string()), ("label", pa.string()),
-                     ("label_id", pa.int32()), ("source", pa.string()), ("row", pa.int64()),
-                     ("hash", pa.uint64()), ("reason", pa.uint8())])
+# What the reduce step needs of a shard that the raw shard does not hold. The rest is read back from the
+# raw shard: the source and row number of the kept rows (the source dictionary-encoded, as Parquet holds
+# it), and for the rejects their raw text and label. A kept row's label is the one its id names. Staged,
+# those columns were ~a fifth of the scratch bytes written, each page of them new to the run.
+_STAGED = pa.schema([("text", pa.string()), ("label_id", pa.int32()), ("hash", pa.uint64()), ("reason", pa.uint8())])
 
 
 def rules_from(p: CleanParams, labels: tuple[str, ...]) -> RowRules:
@@ -77,7 +79,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
             distinct = len(index)
             handed = _handed_over(index, pool, index_prefix)
             del index  # threads hold it through `handed`; worker processes map the saved copy, not this one
-            stats = _reduce_shards(pool, shards, staged, handed, p, tmp_out, tmp_rejects)
+            stats = _reduce_shards(pool, shards, staged, handed, p, labels, tmp_out, tmp_rejects)
         shutil.rmtree(staging)
         stats.update(labels=list(labels), distinct_texts=distinct)
         write_json_into(tmp_out, "labels.json", list(labels))
@@ -95,26 +97,31 @@ def _map_shards(pool: Executor, shards: list[Path], staged: list[Path], rules: R
 
 
 def stage_shard(shard: str, staged: str, rules: RowRules) -> str:
-    """Map step for one raw shard (runs in a worker): writes the staged rows and, beside them, the
-    shard's distinct (hash, label) keys; returns where the keys are."""
+    """Map step for one raw shard (runs in a worker): writes the staged rows, their usable rows in hash
+    order (the reduce step looks them up in that order) and, beside them, the shard's distinct (hash,
+    label) keys; returns where the keys are."""
     keys_prefix = f"{staged}.keys"
-    table = read_shard(shard)
+    table = read_shard(shard, columns=["text", "label", "error"])
     if table.num_rows:
         batch = table.combine_chunks().to_batches()[0]
         text, label_ids, reason = check_rows(batch, rules)
         hashes = text_hashes(text)
-        columns = [text, batch.column("label"), pa.array(label_ids, pa.int32()),
-                   batch.column("source"), batch.column("row"), pa.array(hashes, pa.uint64()),
-                   pa.array(reason, pa.uint8())]
+        columns = [text, pa.array(label_ids, pa.int32()), pa.array(hashes, pa.uint64()), pa.array(reason, pa.uint8())]
         staged_table = pa.Table.from_arrays(columns, schema=_STAGED)
     else:
         staged_table, hashes, label_ids = _STAGED.empty_table(), np.empty(0, np.uint64), np.empty(0, np.int32)
+    by_hash = rows_by_hash(hashes, label_ids >= 0)
+    np.save(_by_hash_file(staged), by_hash.astype(np.int32))
     # A scratch file, read once by the reduce step: Arrow's own format, written as it is in memory and
     # memory-mapped when read back (Parquet's encoding cost more than the rest of the reduce step).
     with pa.OSFile(staged, "wb") as sink, pa.ipc.new_file(sink, staged_table.schema) as writer:
         writer.write_table(staged_table)
-    save_keys(keys_prefix, distinct_keys(hashes, label_ids))
+    save_keys(keys_prefix, distinct_keys(hashes, label_ids, by_hash))
     return keys_prefix
+
+
+def _by_hash_file(staged: str | Path) -> str:
+    return f"{staged}.by_hash.npy"
 
 
 def _handed_over(index: DedupIndex, pool: Executor, prefix: Path) -> DedupIndex | str:
@@ -128,12 +135,12 @@ def _handed_over(index: DedupIndex, pool: Executor, prefix: Path) -> DedupIndex 
 
 
 def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index: DedupIndex | str, p: CleanParams,
-                   out: Path, rejects: Path) -> dict:
+                   labels: tuple[str, ...], out: Path, rejects: Path) -> dict:
     """Decide and write every shard in the pool; the index says which shard holds each text first, so the
     shards need no order among themselves, and results are taken in shard order."""
     for split in SPLITS:
         (out / split).mkdir()
-    writes = (pool.submit(write_shard, str(raw.resolve()), str(path), i, index, p, str(out.resolve()),
+    writes = (pool.submit(write_shard, str(raw.resolve()), str(path), i, index, p, labels, str(out.resolve()),
                           str(rejects.resolve()))
               for i, (raw, path) in enumerate(zip(shards, staged, strict=True)))
     kept, rejected, rows_in = Counter(), Counter(), 0
@@ -144,17 +151,19 @@ def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index
         # (the host backs each page again once the guest has reported it free); clean's system time on
         # 200 MB went from 0.54-0.77 s to 0.34-0.45 s.
         done.unlink()
+        Path(_by_hash_file(done)).unlink()
         kept.update(shard_kept)
         rejected.update(shard_rejected)
         rows_in += shard_rows
     return _stats(rows_in, kept, rejected)
 
 
-def _final_reasons(staged_table: pa.Table, hashes: np.ndarray, shard: int, index: DedupIndex) -> np.ndarray:
+def _final_reasons(staged_table: pa.Table, hashes: np.ndarray, by_hash: np.ndarray, shard: int,
+                   index: DedupIndex) -> np.ndarray:
     """The final reason code of every row of a staged shard (KEPT or why not): its own, else the index's."""
     reason = staged_table.column("reason").to_numpy().copy()  # (the staged file is mapped read-only)
     usable = reason == KEPT
-    reason[usable] = index.decide(shard, hashes, usable)[usable]
+    reason[usable] = index.decide(shard, hashes, usable, by_hash)[usable]
     return reason
 
 
@@ -163,8 +172,8 @@ _WITHOUT_TEXT = (BAD_UTF8, BAD_FIELD_COUNT, EMPTY)
 _NO_SPLIT = len(SPLITS)
 
 
-def write_shard(raw: str, staged: str, shard: int, index: DedupIndex | str, p: CleanParams, out: str,
-                rejects: str) -> tuple[Counter, Counter, int]:
+def write_shard(raw: str, staged: str, shard: int, index: DedupIndex | str, p: CleanParams,
+                labels: tuple[str, ...], out: str, rejects: str) -> tuple[Counter, Counter, int]:
     """Decide one staged shard and write its kept rows per split and its rejects (runs in a worker);
     returns (kept per split, rejected per reason/split, rows). `index` is the dedup index, or where it
     was saved."""
@@ -173,21 +182,24 @@ def write_shard(raw: str, staged: str, shard: int, index: DedupIndex | str, p: C
     hashes = staged_table.column("hash").to_numpy()
     if isinstance(index, str):
         index = DedupIndex.load(index)
-    reason = _final_reasons(staged_table, hashes, shard, index)
+    reason = _final_reasons(staged_table, hashes, np.load(_by_hash_file(staged)), shard, index)
     split = assign_split(hashes, p.split_seed, p.val_fraction, p.test_fraction)
     keep = reason == KEPT
-    kept, rejected = Counter(), Counter()
-    for s, name in enumerate(SPLITS):
-        rows = np.flatnonzero(keep & (split == s))
-        if len(rows):
-            _write_kept(Path(out) / name / shard_name(shard), staged_table.take(rows))
-        kept[name] += len(rows)
     rows = np.flatnonzero(~keep)
+    raw_table = read_shard(raw, columns=["source", "row", *(("text", "label") if len(rows) else ())],
+                           dictionaries=["source"])
+    kept, rejected = Counter(), Counter()
+    staged_kept, raw_kept = staged_table.select(["text", "label_id"]), raw_table.select(["source", "row"])
+    for s, name in enumerate(SPLITS):
+        in_split = np.flatnonzero(keep & (split == s))
+        if len(in_split):
+            _write_kept(Path(out) / name / shard_name(shard), staged_kept.take(in_split), raw_kept.take(in_split),
+                        labels)
+        kept[name] += len(in_split)
     if len(rows):
         row_reason = reason[rows]
         row_split = np.where(np.isin(row_reason, _WITHOUT_TEXT), _NO_SPLIT, split[rows])
-        raw_text = read_shard(raw, columns=["text"]).column("text").take(rows)
-        _write_rejects(Path(rejects) / shard_name(shard), raw_text, staged_table.take(rows), row_reason, row_split)
+        _write_rejects(Path(rejects) / shard_name(shard), raw_table.take(rows), row_reason, row_split)
         rejected.update(_count_by_reason_and_split(row_reason, row_split))
     return kept, rejected, staged_table.num_rows
 
@@ -201,15 +213,18 @@ def _count_by_reason_and_split(reason: np.ndarray, split: np.ndarray) -> dict[st
             for pair, n in zip(pairs.tolist(), counts.tolist())}
 
 
-def _write_kept(path: Path, staged: pa.Table) -> None:
-    table = pa.Table.from_arrays([staged.column(c) for c in CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA)
-    write_table(path, table)
+def _write_kept(path: Path, staged: pa.Table, raw: pa.Table, labels: tuple[str, ...]) -> None:
+    """Kept rows: their normalised text and label id as staged, the label the id names, and their source
+    and row number from the raw shard."""
+    label_ids = staged.column("label_id")
+    columns = [staged.column("text"), pa.array(labels, pa.string()).take(label_ids), label_ids,
+               raw.column("source").cast(pa.string()), raw.column("row")]
+    write_table(path, pa.Table.from_arrays(columns, schema=CLEAN_SCHEMA))
 
 
-def _write_rejects(path: Path, raw_text: pa.ChunkedArray, staged: pa.Table, reason: np.ndarray,
-                   split: np.ndarray) -> None:
+def _write_rejects(path: Path, raw: pa.Table, reason: np.ndarray, split: np.ndarray) -> None:
     split_names = np.array([*SPLITS, None], dtype=object)[split]
-    columns = [raw_text, staged.column("label"), staged.column("source"), staged.column("row"),
+    columns = [raw.column("text"), raw.column("label"), raw.column("source").cast(pa.string()), raw.column("row"),
                pa.array(reason_names(reason), pa.string()), pa.array(split_names, pa.string())]
     write_table(path, pa.Table.from_arrays(columns, schema=REJECT_SCHEMA))
 
