@@ -12,7 +12,7 @@ import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 # Set by setup.py: the md5 of this file when it was compiled, so a stale build is caught on import.
 cdef extern from *:
@@ -297,6 +297,30 @@ def normalise_common(const uint8_t[::1] data, const int64_t[::1] offsets, valid,
         out_v = out
 
 
+
+cdef inline int64_t _next_token(const uint8_t *data, int64_t i, int64_t end, const uint8_t *classes, int separator,
+                                int word, int64_t *start, int32_t *first, int64_t *chars) noexcept nogil:
+    """The row's next token from byte i on (the row ends at `end`): a run of `word`-class code points, or
+    any other code point that is not a `separator`. Where it starts, its first code point and its length
+    in characters go to start, first and chars (0 when the row holds no more tokens); returns the byte
+    after it."""
+    cdef int size, next_size
+    cdef int32_t cp
+    while i < end:
+        cp = _decode(data, i, &size)
+        if classes[cp] == separator:
+            i += size
+            continue
+        start[0], first[0], chars[0] = i, cp, 1
+        i += size
+        if classes[cp] == word:
+            while i < end and classes[_decode(data, i, &next_size)] == word:
+                i += next_size
+                chars[0] += 1
+        return i
+    chars[0] = 0
+    return end
+
 cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t rows, int64_t row,
                           const uint8_t *classes, int separator, int word, int64_t *row_tokens, int32_t *first,
                           int64_t *starts, int64_t *ends, int64_t token_room, int64_t *long_index,
@@ -308,24 +332,15 @@ cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t r
     one-character tokens are counted there by code point instead, and `first` is not written. Returns the
     next row."""
     cdef int64_t t = found[0], w = found[1], i, end, start, chars
-    cdef int size, next_size
-    cdef int32_t cp, cls
+    cdef int32_t cp
     while row < rows:
         i, end = offsets[row], offsets[row + 1]
         if t + (end - i) > token_room or w + (end - i) // 2 > long_room:
             break
-        while i < end:
-            cp = _decode(data, i, &size)
-            cls = classes[cp]
-            start = i
-            i += size
-            if cls == separator:
-                continue
-            chars = 1
-            if cls == word:
-                while i < end and classes[_decode(data, i, &next_size)] == word:
-                    i += next_size
-                    chars += 1
+        while True:
+            i = _next_token(data, i, end, classes, separator, word, &start, &cp, &chars)
+            if chars == 0:
+                break
             if chars > 1:
                 long_index[w], long_starts[w], long_ends[w] = t, start, i
                 w += 1
@@ -483,6 +498,87 @@ def ids_of_codes(const codes_t[::1] codes, const int32_t[::1] point_ids, const i
         for i in range(codes.shape[0]):
             c = codes[i]
             ids[i] = <out_ids_t>(point_ids[c] if c < word_base else word_ids[c - word_base])
+
+
+
+cdef inline uint64_t _fnv1a(const uint8_t *data, int64_t n) noexcept nogil:
+    """FNV-1a of n bytes: the word table's hash (words are a few bytes; no adversary chooses them)."""
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef int64_t k
+    for k in range(n):
+        h = (h ^ data[k]) * 1099511628211ULL
+    return h
+
+
+def word_table(const uint8_t[::1] data, const int64_t[::1] offsets):
+    """An open-addressing table of the words data[offsets[k]:offsets[k+1]] (distinct): int32 slots, a
+    power of two at least twice the words, each -1 or a word's index k, probed linearly from its FNV-1a
+    hash. `encode_rows` looks the longer tokens up in it."""
+    cdef Py_ssize_t k, n = offsets.shape[0] - 1
+    cdef int64_t size = 16
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, np.int32)
+    cdef int32_t[::1] slots = table
+    cdef uint64_t mask = size - 1, slot
+    with nogil:
+        for k in range(n):
+            slot = _fnv1a(_bytes_of(data) + offsets[k], offsets[k + 1] - offsets[k]) & mask
+            while slots[slot] != -1:
+                slot = (slot + 1) & mask
+            slots[slot] = k
+    return table
+
+
+cdef inline int32_t _word_id(const uint8_t *token, int64_t n, const uint8_t *words, const int64_t *word_offsets,
+                             const int32_t *word_ids, const int32_t *slots, uint64_t mask,
+                             int32_t unknown) noexcept nogil:
+    """The id of the word token[:n] in a `word_table`, or `unknown`."""
+    cdef uint64_t slot = _fnv1a(token, n) & mask
+    cdef int32_t k
+    while True:
+        k = slots[slot]
+        if k == -1:
+            return unknown
+        if word_offsets[k + 1] - word_offsets[k] == n and memcmp(words + word_offsets[k], token, n) == 0:
+            return word_ids[k]
+        slot = (slot + 1) & mask
+
+
+def encode_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
+                int word, const int32_t[::1] point_ids, const uint8_t[::1] words, const int64_t[::1] word_offsets,
+                const int32_t[::1] word_ids, const int32_t[::1] table, int64_t max_len, int32_t unknown,
+                out_ids_t[::1] ids):
+    """The token ids of every row, cut as `token_spans` cuts (without counting), the first `max_len` of
+    each row kept, into `ids` (room for min(bytes, max_len) of every row: a row of n bytes has at most n
+    tokens). A one-character token's id is point_ids[code point]; a longer one's is word_ids of its entry
+    in `table` (a `word_table` of `words`), or `unknown`. Returns the row offsets (int64, rows + 1) and
+    how many ids are `unknown`."""
+    cdef int64_t rows = offsets.shape[0] - 1, row, i, end, start, t = 0, kept, unknowns = 0, chars
+    cdef int32_t cp, id_
+    row_offsets = np.zeros(rows + 1, np.int64)
+    cdef int64_t[::1] row_v = row_offsets
+    cdef const uint8_t *text = _bytes_of(data)
+    cdef const uint8_t *word_bytes = _bytes_of(words)
+    cdef uint64_t mask = table.shape[0] - 1
+    with nogil:
+        for row in range(rows):
+            i, end, kept = offsets[row], offsets[row + 1], 0
+            while kept < max_len:
+                i = _next_token(text, i, end, &classes[0], separator, word, &start, &cp, &chars)
+                if chars == 0:
+                    break
+                if chars > 1:
+                    id_ = _word_id(text + start, i - start, word_bytes, &word_offsets[0], &word_ids[0],
+                                   &table[0], mask, unknown)
+                else:
+                    id_ = point_ids[cp]
+                unknowns += id_ == unknown
+                ids[t] = <out_ids_t>id_
+                t += 1
+                kept += 1
+            row_v[row + 1] = t
+    return row_offsets, unknowns
 
 
 cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:

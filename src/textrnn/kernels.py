@@ -34,6 +34,7 @@ try:
         TRIMMED,
         count_codes,
         csv_record_ends,
+        encode_rows,
         first_of_each_row,
         gather_spans,
         hash_rows,
@@ -41,6 +42,7 @@ try:
         merge_sorted_keys,
         normalise_common,
         token_spans,
+        word_table,
     )
 except ImportError as err:  # a checkout that was never installed
     raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
@@ -48,8 +50,8 @@ except ImportError as err:  # a checkout that was never installed
 
 __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC",
            "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "csv_record_ends",
-           "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "merge_sorted_keys", "normalise_common",
-           "token_spans"]
+           "encode_rows", "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "merge_sorted_keys",
+           "normalise_common", "token_spans", "word_table"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

@@ -402,6 +402,41 @@ def token_codes(texts: pa.Array, use_jieba: bool = False) -> TokenCodes:
     return TokenCodes(codes=codes, row_offsets=spans.row_tokens, words=words.dictionary)
 
 
+
+@dataclass(frozen=True)
+class WordTable:
+    """Words (tokens longer than one character) to look up by their bytes in `token_ids`: their UTF-8
+    bytes back to back, where each starts (+ the end), the id of each, and `kernels.word_table`'s slots."""
+
+    data: np.ndarray
+    offsets: np.ndarray
+    ids: np.ndarray
+    slots: np.ndarray
+
+
+def word_table(words: list[str], ids: np.ndarray) -> WordTable:
+    """The table of `words` (distinct) and their ids."""
+    array = pa.array(words, pa.string())
+    data, offsets = utf8_buffers(array)
+    return WordTable(data, offsets, np.ascontiguousarray(ids, np.int32), kernels.word_table(data, offsets))
+
+
+def token_ids(texts: pa.Array, point_ids: np.ndarray, words: WordTable, max_len: int, unknown: int,
+              dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ids of `tokenise`'s tokens (without jieba), the first `max_len` of each row, in one compiled
+    pass with no code or string per token between: a one-character token's id is point_ids[code point],
+    a longer one's its id in `words`, else `unknown`. Returns the ids (as `dtype`), the row offsets into
+    them (int64, rows + 1) and how many ids are `unknown`."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    data, offsets = utf8_buffers(texts.cast(pa.string()))
+    ids = np.empty(int(np.minimum(np.diff(offsets), max_len).sum()), dtype)  # a token has a byte at least
+    row_offsets, unknowns = kernels.encode_rows(data, offsets, _character_classes(), _SEPARATOR, _WORD, point_ids,
+                                                words.data, words.offsets, words.ids, words.slots, max_len,
+                                                unknown, ids)
+    return ids[:row_offsets[-1]], row_offsets, int(unknowns)
+
+
 def count_tokens(texts: pa.Array, point_counts: np.ndarray) -> pa.StringArray:
     """Count the tokens of `tokenise` (without jieba): each one-character token is added to `point_counts`
     (int64, indexed by code point, WORD_CODE_BASE long); the longer tokens are returned, one string per

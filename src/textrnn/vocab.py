@@ -18,11 +18,14 @@ from textrnn.text import (
     WORD_CODE_BASE,
     Normalisation,
     TokenCodes,
+    WordTable,
     count_tokens,
     normalise,
     strings_of_code_points,
     token_codes,
+    token_ids,
     truncate,
+    word_table,
 )
 
 PAD, UNK = "<pad>", "<unk>"
@@ -68,6 +71,12 @@ class Vocabulary:
             if len(token) == 1:
                 ids[ord(token)] = i
         return ids
+
+    @functools.cached_property
+    def word_table(self) -> WordTable:
+        """The tokens longer than one character with their ids, to look words up in by their bytes."""
+        words = [(token, i) for i, token in enumerate(self.tokens) if len(token) > 1]
+        return word_table([token for token, _ in words], np.array([i for _, i in words], np.int32))
 
     @classmethod
     def from_json(cls, payload: dict, origin: str = "vocab.json") -> Vocabulary:
@@ -149,13 +158,23 @@ def encode(texts: pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
 
     Unknown tokens map to <unk>; a text with no tokens encodes as an empty row.
     """
-    return encode_tokens(token_codes(texts, use_jieba=vocab.jieba), vocab)
+    ids, offsets, _ = encode_texts(texts, vocab)
+    return ids, offsets
+
+
+def encode_texts(texts: pa.Array, vocab: Vocabulary, dtype: np.dtype = np.int32) -> tuple[np.ndarray, np.ndarray, int]:
+    """`encode` with the ids as `dtype` (int32, or the vocabulary's `ids_dtype`), and how many are <unk>.
+    Without jieba, the texts are cut and looked up in one compiled pass (`token_ids`)."""
+    if vocab.jieba:
+        ids, offsets = encode_tokens(token_codes(texts, use_jieba=True), vocab, dtype)
+        return ids, offsets, int(np.count_nonzero(ids == UNK_ID))
+    _check_ids_fit(vocab, dtype)
+    return token_ids(texts, vocab.point_ids, vocab.word_table, vocab.max_len, UNK_ID, dtype)
 
 
 def encode_tokens(tokens: TokenCodes, vocab: Vocabulary, dtype: np.dtype = np.int32) -> tuple[np.ndarray, np.ndarray]:
     """`encode` of texts already tokenised, the ids as `dtype` (int32, or the vocabulary's `ids_dtype`)."""
-    if np.iinfo(dtype).max < len(vocab) - 1:
-        raise ValueError(f"encode: {np.dtype(dtype).name} cannot hold the ids of {len(vocab)} tokens")
+    _check_ids_fit(vocab, dtype)
     word_ids = pc.fill_null(pc.index_in(tokens.words, value_set=vocab.token_array), UNK_ID)
     ids = np.empty(len(tokens.codes), dtype)
     kernels.ids_of_codes(tokens.codes, vocab.point_ids, word_ids.to_numpy(zero_copy_only=False).astype(np.int32),
@@ -164,6 +183,11 @@ def encode_tokens(tokens: TokenCodes, vocab: Vocabulary, dtype: np.dtype = np.in
     if np.diff(offsets).max(initial=0) <= vocab.max_len:
         return ids, offsets
     return kernels.first_of_each_row(ids, offsets, vocab.max_len)
+
+
+def _check_ids_fit(vocab: Vocabulary, dtype: np.dtype) -> None:
+    if np.iinfo(dtype).max < len(vocab) - 1:
+        raise ValueError(f"encode: {np.dtype(dtype).name} cannot hold the ids of {len(vocab)} tokens")
 
 
 def encode_raw(texts: list[str] | pa.Array, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from textrnn.vocab import (
     Vocabulary,
     encode,
     encode_raw,
+    encode_texts,
     encode_tokens,
     select_tokens,
 )
@@ -154,6 +155,36 @@ def test_encode_tokens_in_the_vocabularys_ids_dtype_gives_the_same_ids(max_len):
     narrow, narrow_offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
     assert vocab.ids_dtype == np.uint16 and narrow.dtype == np.uint16
     assert narrow.tolist() == wide.tolist() and narrow_offsets.tolist() == wide_offsets.tolist()
+
+
+
+_ALPHABET = "ab 好的!é\u3000x1\U0001f600\u200b"
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.text(alphabet=_ALPHABET, max_size=14)), max_size=10),
+       words=st.lists(st.text(alphabet="abéx1", min_size=1, max_size=3), max_size=6, unique=True),
+       max_len=st.integers(1, 6), start=st.integers(0, 2))
+def test_encoding_in_one_pass_gives_the_ids_of_the_tokens_cut_first(texts, words, max_len, start):
+    # encode_texts looks each token up as it cuts it; encode_tokens maps the codes of token_codes: the same
+    # ids, offsets and <unk> count, for any text, vocabulary and cut, in either ids dtype.
+    vocab = vocab_of(["好", "!", "\U0001f600", *words], max_len=max_len)
+    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    for dtype in (np.int32, np.uint16):
+        ids, offsets, unknown = encode_texts(array, vocab, dtype)
+        expected_ids, expected_offsets = encode_tokens(token_codes(array), vocab, dtype)
+        assert ids.dtype == dtype and offsets.dtype == np.int64
+        assert ids.tolist() == expected_ids.tolist() and offsets.tolist() == expected_offsets.tolist()
+        assert unknown == int(np.count_nonzero(expected_ids == UNK_ID))
+
+
+def test_encoding_in_one_pass_finds_every_word_of_a_large_vocabulary():
+    # Thousands of words share the table's slots: each is found by its bytes, never a neighbour's id.
+    words = [f"w{i}" for i in range(5000)] + [f"é{i}" for i in range(3000)]
+    vocab = vocab_of(words, max_len=20_000)
+    text = " ".join(words + ["w5000", "é", "x"])
+    ids, offsets, unknown = encode_texts(pa.array([text]), vocab)
+    assert ids.tolist() == [*range(2, 2 + len(words)), UNK_ID, UNK_ID, UNK_ID] and unknown == 3
 
 
 def test_ids_dtype_is_uint16_up_to_65536_tokens_then_int32():

@@ -30,7 +30,7 @@ from textrnn.text import (
     save_token_codes,
     token_codes,
 )
-from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode_tokens, select_tokens
+from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode_texts, encode_tokens, select_tokens
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,12 @@ def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) ->
     """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
     if tokenised:
         table, tokens = read_shard(shard, columns=["label_id"]), load_token_codes(Path(tokenised))
+        ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
+        unknown = int(np.count_nonzero(ids == UNK_ID))
     else:  # one read for the text and the labels
         table = read_shard(shard, columns=["text", "label_id"])
-        tokens = token_codes(table.column("text").combine_chunks(), use_jieba=vocab.jieba)
-    ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
-    labels = table.column("label_id").to_numpy()
-    return ids, offsets, labels, int(np.count_nonzero(ids == UNK_ID))
+        ids, offsets, unknown = encode_texts(table.column("text"), vocab, vocab.ids_dtype)
+    return ids, offsets, table.column("label_id").to_numpy(), unknown
 
 
 def encode_shard_to_files(shard: str, vocab: Vocabulary, prefix: str, tokenised: str | None = None) -> EncodedPart:
