@@ -658,6 +658,37 @@ ctypedef fused chunk_t:
     uint32_t
 
 
+
+def sorted_positions(const uint64_t[::1] haystack, const uint64_t[::1] needles):
+    """`np.searchsorted(haystack, needles)` (the first position whose value is not below each needle) of
+    a sorted haystack, galloping from the last needle's position: ascending needles walk the haystack
+    once, in order, each search a few steps near the last. A needle below the one before searches again
+    from the start, so any order gives the same positions."""
+    cdef Py_ssize_t n = haystack.shape[0], k, lo = 0, hi, bound, mid
+    out = np.empty(needles.shape[0], np.int64)
+    cdef int64_t[::1] positions = out
+    cdef uint64_t key, last = 0
+    with nogil:
+        for k in range(needles.shape[0]):
+            key = needles[k]
+            if key < last:
+                lo = 0
+            last = key
+            # Every value below `lo` is below `key`: gallop to a bound that is not, then bisect up to it.
+            bound = 1
+            while lo + bound <= n and haystack[lo + bound - 1] < key:
+                lo += bound
+                bound *= 2
+            hi = min(lo + bound - 1, n)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if haystack[mid] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            positions[k] = lo
+    return out
+
 cdef inline bint _comes_first(const uint64_t *head, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     """Whether run a's next hash (head[a]) is merged before run b's: the lower hash, and for equal ones the
     earlier run."""

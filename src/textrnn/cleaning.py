@@ -272,13 +272,15 @@ class DedupIndex:
         """Reason code per usable row of chunk number `chunk`: KEPT (the first copy), DUPLICATE or
         LABEL_CONFLICT (KEPT for the rows not usable). `by_hash`: `rows_by_hash(hashes, usable)`, if known.
 
-        The rows are looked up in hash order: the binary searches then walk the index in order (about
-        twice as fast as in row order), and the rows of one text come out next to each other."""
+        The rows are looked up in hash order: the searches then walk the index once, in order, each a
+        few steps from the last (`kernels.sorted_positions`: 0.04 s for 16 chunks of 99k rows in an index
+        of 1.58 M, where numpy's binary searches took 0.11 s), and the rows of one text come out next to
+        each other."""
         reason = np.zeros(len(hashes), np.uint8)
         rows = rows_by_hash(hashes, usable) if by_hash is None else by_hash
         if len(rows) == 0:
             return reason
-        slots = np.searchsorted(self.hashes, hashes[rows])
+        slots = kernels.sorted_positions(self.hashes, hashes[rows])
         runs = np.flatnonzero(np.concatenate([[True], slots[1:] != slots[:-1]]))  # one run per text
         first_rows, run_slots = np.minimum.reduceat(rows, runs), slots[runs]
         # Kept: the first row of each text in this chunk, if no earlier chunk holds the text.

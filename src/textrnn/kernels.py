@@ -41,6 +41,7 @@ try:
         ids_of_codes,
         merge_sorted_keys,
         normalise_common,
+        sorted_positions,
         token_spans,
         word_table,
     )
@@ -51,7 +52,7 @@ except ImportError as err:  # a checkout that was never installed
 __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC",
            "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "csv_record_ends",
            "encode_rows", "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "merge_sorted_keys",
-           "normalise_common", "token_spans", "word_table"]
+           "normalise_common", "sorted_positions", "token_spans", "word_table"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")
