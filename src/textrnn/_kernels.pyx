@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """Compiled single-pass loops over a string array's UTF-8 bytes (Cython, built when the package is
-installed): the common rows' normalisation, the cut into tokens, the text hash, and the small loops of
-encoding and counting. `textrnn.kernels` is their Python face; see it for why they exist.
+installed): the common rows' normalisation, the cut into tokens and the lookup of their ids, the text
+hash, the small loops of encoding and counting, the dedup index's merge and lookups, where a CSV file's
+records end, and a UTF-8 check in C with AVX2. `textrnn.kernels` is their Python face; see it for why they
+exist.
 
 Every loop runs without the GIL on raw pointers into arrays allocated (at their final size, or grown) by
 the Python-level function that calls it. Bounds are not checked: each loop writes only within what its
@@ -19,6 +21,123 @@ cdef extern from *:
     const char *TEXTRNN_KERNELS_SOURCE_MD5
 
 SOURCE_MD5 = TEXTRNN_KERNELS_SOURCE_MD5.decode("ascii")
+
+cdef extern from *:
+    """
+    /* UTF-8 validation 32 bytes at a time with AVX2: the lookup algorithm of simdjson and simdutf
+       (J. Keiser, D. Lemire, "Validating UTF-8 in less than one instruction per byte", 2021). Each byte
+       is checked against the one, two and three before it: three 16-entry tables, indexed by the nibbles
+       of a byte and of the byte before it, flag every invalid pair (a continuation byte where none may be,
+       a lead byte without its continuation bytes, overlong forms, surrogates, code points past U+10FFFF);
+       a third or fourth byte of a sequence must be a continuation. Chosen at run time: the CPU must have
+       AVX2 (`textrnn_utf8_check_is_fast`); elsewhere the caller checks otherwise. */
+    #include <stddef.h>
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    #include <immintrin.h>
+    #define U8_TOO_SHORT 0x01
+    #define U8_TOO_LONG 0x02
+    #define U8_OVERLONG_3 0x04
+    #define U8_TOO_LARGE 0x08
+    #define U8_SURROGATE 0x10
+    #define U8_OVERLONG_2 0x20
+    #define U8_TOO_LARGE_1000 0x40
+    #define U8_OVERLONG_4 0x40
+    #define U8_TWO_CONTS 0x80
+    #define U8_CARRY (U8_TOO_SHORT | U8_TOO_LONG | U8_TWO_CONTS)
+    #define U8_TABLE(...) _mm256_setr_epi8(__VA_ARGS__, __VA_ARGS__)
+
+    __attribute__((target("avx2")))
+    static int textrnn_utf8_valid_avx2(const uint8_t *data, size_t n) {
+        const __m256i byte_1_high = U8_TABLE(
+            U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG,
+            U8_TWO_CONTS, U8_TWO_CONTS, U8_TWO_CONTS, U8_TWO_CONTS,
+            U8_TOO_SHORT | U8_OVERLONG_2, U8_TOO_SHORT, U8_TOO_SHORT | U8_OVERLONG_3 | U8_SURROGATE,
+            U8_TOO_SHORT | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_OVERLONG_4);
+        const __m256i byte_1_low = U8_TABLE(
+            U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_OVERLONG_4, U8_CARRY | U8_OVERLONG_2, U8_CARRY, U8_CARRY,
+            U8_CARRY | U8_TOO_LARGE, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+            U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+            U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+            U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+            U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_SURROGATE,
+            U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000);
+        const __m256i byte_2_high = U8_TABLE(
+            U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+            U8_TOO_SHORT,
+            U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+            U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE,
+            U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,
+            U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,
+            U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT);
+        /* A lead byte in the last three places of a block that its own block cannot complete. */
+        const __m256i incomplete_above = _mm256_setr_epi8(
+            -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1));
+        const __m256i nibble = _mm256_set1_epi8(0x0F);
+        __m256i error = _mm256_setzero_si256(), previous = _mm256_setzero_si256();
+        __m256i incomplete = _mm256_setzero_si256();
+        uint8_t tail[32];
+        for (size_t i = 0; i < n; i += 32) {
+            __m256i input;
+            if (n - i >= 32) {
+                input = _mm256_loadu_si256((const __m256i *)(data + i));
+            } else {  /* the last bytes, followed by zeros (ASCII: an unfinished sequence before them fails) */
+                memset(tail, 0, sizeof tail);
+                memcpy(tail, data + i, n - i);
+                input = _mm256_loadu_si256((const __m256i *)tail);
+            }
+            if (_mm256_movemask_epi8(input) == 0) {
+                error = _mm256_or_si256(error, incomplete);  /* a sequence the block before left open */
+                incomplete = _mm256_setzero_si256();
+            } else {
+                __m256i before = _mm256_permute2x128_si256(previous, input, 0x21);
+                __m256i prev1 = _mm256_alignr_epi8(input, before, 15);
+                __m256i prev2 = _mm256_alignr_epi8(input, before, 14);
+                __m256i prev3 = _mm256_alignr_epi8(input, before, 13);
+                __m256i special = _mm256_and_si256(
+                    _mm256_and_si256(
+                        _mm256_shuffle_epi8(byte_1_high, _mm256_and_si256(_mm256_srli_epi16(prev1, 4), nibble)),
+                        _mm256_shuffle_epi8(byte_1_low, _mm256_and_si256(prev1, nibble))),
+                    _mm256_shuffle_epi8(byte_2_high, _mm256_and_si256(_mm256_srli_epi16(input, 4), nibble)));
+                __m256i third = _mm256_subs_epu8(prev2, _mm256_set1_epi8((char)(0xE0 - 0x80)));
+                __m256i fourth = _mm256_subs_epu8(prev3, _mm256_set1_epi8((char)(0xF0 - 0x80)));
+                __m256i must_continue = _mm256_and_si256(_mm256_or_si256(third, fourth), _mm256_set1_epi8((char)0x80));
+                error = _mm256_or_si256(error, _mm256_xor_si256(must_continue, special));
+                incomplete = _mm256_subs_epu8(input, incomplete_above);
+            }
+            previous = input;
+        }
+        error = _mm256_or_si256(error, incomplete);
+        return _mm256_testz_si256(error, error);
+    }
+
+    static int textrnn_utf8_check_is_fast(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    }
+    #else
+    static int textrnn_utf8_valid_avx2(const uint8_t *data, size_t n) { (void)data; (void)n; return -1; }
+    static int textrnn_utf8_check_is_fast(void) { return 0; }
+    #endif
+    """
+    int textrnn_utf8_valid_avx2(const uint8_t *data, size_t n) nogil
+    int textrnn_utf8_check_is_fast()
+
+# Whether `utf8_valid` can run here (x86-64 with AVX2); without it, callers check UTF-8 another way.
+FAST_UTF8_CHECK = bool(textrnn_utf8_check_is_fast())
+
+
+def utf8_valid(const uint8_t[::1] data):
+    """Whether the bytes are valid UTF-8 (~0.1 ns a byte: see the C above). Only where FAST_UTF8_CHECK."""
+    if not FAST_UTF8_CHECK:
+        raise RuntimeError("utf8_valid: this CPU has no AVX2 (check kernels.FAST_UTF8_CHECK first)")
+    cdef int valid
+    with nogil:
+        valid = textrnn_utf8_valid_avx2(_bytes_of(data), data.shape[0])
+    return valid == 1
+
 
 cdef enum:
     # Flags of `normalise_common`: which steps of the normalisation are on.

@@ -1,6 +1,7 @@
 """Compiled single-pass loops over a string array's UTF-8 bytes: the common rows' normalisation, the cut
-into tokens, the text hash, and the small loops of encoding and counting; and two loops that are not
-vectorisable either: where a CSV file's records end, and the merge of the dedup index's sorted runs.
+into tokens (and, fused with it, their lookup in the vocabulary), the text hash, and the small loops of
+encoding and counting; loops that are not vectorisable either: where a CSV file's records end, the merge
+of the dedup index's sorted runs and its lookups; and a UTF-8 check 32 bytes at a time (AVX2).
 
 Each pass of Arrow compute (and each numpy step) reads and writes the whole batch once, and normalising
 and tokenising took a dozen such passes. These loops do the same work in one pass per row, with the
@@ -22,6 +23,7 @@ try:
         COLLAPSIBLE,
         CSV_START,
         DONE,
+        FAST_UTF8_CHECK,
         LEFT_TO_ARROW,
         LOWER_DIFFERS,
         LOWERCASE,
@@ -43,16 +45,17 @@ try:
         normalise_common,
         sorted_positions,
         token_spans,
+        utf8_valid,
         word_table,
     )
 except ImportError as err:  # a checkout that was never installed
     raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
                       "(or `pip install -e .`) in the project folder") from err
 
-__all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS", "NEEDS_UTF8PROC",
-           "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes", "csv_record_ends",
-           "encode_rows", "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes", "merge_sorted_keys",
-           "normalise_common", "sorted_positions", "token_spans", "word_table"]
+__all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",
+           "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes",
+           "csv_record_ends", "encode_rows", "first_of_each_row", "gather_spans", "hash_rows", "ids_of_codes",
+           "merge_sorted_keys", "normalise_common", "sorted_positions", "token_spans", "utf8_valid", "word_table"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

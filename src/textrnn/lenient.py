@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 import numpy as np
 import pyarrow as pa
 
+from textrnn import kernels
 from textrnn.parallel import given_or_new, in_order
 
 BLOCK = 1 << 24
@@ -23,9 +24,9 @@ csv.field_size_limit(sys.maxsize)  # a legitimate review may be megabytes long
 
 
 def is_valid_utf8(fs, path: str, workers: int = 1, pool: Executor | None = None) -> bool:
-    """Validate the file piece by piece in Arrow: twice the speed of bytes.decode, and nothing decoded is
-    kept. With more workers, pieces are validated `workers` at a time, in `pool` (the caller's) or in
-    threads of its own (Arrow releases the GIL), at most two per worker read ahead."""
+    """Validate the file piece by piece (`valid_utf8`): nothing decoded is kept. With more workers, pieces
+    are validated `workers` at a time, in `pool` (the caller's) or in threads of its own (both checks
+    release the GIL), at most two per worker read ahead."""
     with given_or_new(pool, workers) as pool:
         checks = (pool.submit(valid_utf8, piece) for piece in _utf8_pieces_of_file(fs, path))
         return all(in_order(checks, window=2 * workers))
@@ -73,7 +74,16 @@ def _last_char_start(data: bytes) -> int:
 
 
 def valid_utf8(data: bytes | memoryview) -> bool:
-    """Whether the bytes are UTF-8, checked by Arrow (about twice the speed of bytes.decode)."""
+    """Whether the bytes are UTF-8: by the compiled check 32 bytes at a time where the CPU has AVX2
+    (`kernels.utf8_valid`: 0.02 s per 200 MB of reviews, where Arrow's check took 0.16-0.22 s, serial in
+    ingest at one worker), else by Arrow (about twice the speed of bytes.decode)."""
+    if kernels.FAST_UTF8_CHECK:
+        return kernels.utf8_valid(np.frombuffer(data, np.uint8))
+    return arrow_valid_utf8(data)
+
+
+def arrow_valid_utf8(data: bytes | memoryview) -> bool:
+    """`valid_utf8` by Arrow's check (where the compiled one cannot run)."""
     offsets = pa.py_buffer(np.array([0, len(data)], np.int64))
     as_binary = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])  # no copy
     try:

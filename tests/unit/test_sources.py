@@ -11,6 +11,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from textrnn.config import IngestParams
 from textrnn.sources import RAW_SCHEMA, SourceError, iter_source
@@ -317,6 +319,34 @@ def test_utf8_check_reads_blocks_across_characters_and_finds_a_bad_byte_in_any_b
         bad = lines[:at] + [b"\xe5\xa5,pos\n"] + lines[at + 1:]  # a character cut short
         assert not lenient.is_valid_utf8(fs, str(write(tmp_path / f"bad{at}.csv", b"".join(bad))), workers)
     assert lenient.is_valid_utf8(fs, str(write(tmp_path / "no_newline.csv", "尾".encode() * 40)), workers)
+
+
+
+def utf8_pieces() -> st.SearchStrategy[bytes]:
+    """Bytes near UTF-8: characters of every length, cut or bad bytes among them, any alignment."""
+    chars = st.sampled_from(["a", "\n", "é", "好", "😀", "\U0010ffff", "\ud7ff", "\ue000"]).map(str.encode)
+    bad = st.sampled_from([b"\x80", b"\xbf", b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x9f\xbf", b"\xed\xa0\x80",
+                           b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff", b"\xe5\xa5",
+                           b"\xf0\x9f\x98"])
+    return st.lists(st.one_of(chars, chars, chars, bad), max_size=80).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=utf8_pieces(), shift=st.integers(0, 40))
+def test_utf8_check_agrees_with_pythons_decoder(data, shift):
+    # Overlong forms, surrogates, code points past U+10FFFF and cut characters, at every place within and
+    # across the compiled check's 32-byte blocks (shifted by ASCII before them).
+    from textrnn import lenient
+
+    data = b"x" * shift + data
+    try:
+        data.decode("utf-8")
+        expected = True
+    except UnicodeDecodeError:
+        expected = False
+    assert lenient.valid_utf8(data) is expected
+    assert lenient.valid_utf8(memoryview(bytearray(data))) is expected
+    assert lenient.arrow_valid_utf8(data) is expected  # the check where the CPU has no AVX2
 
 
 class CountingThreads(ThreadPoolExecutor):
