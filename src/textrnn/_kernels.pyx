@@ -13,7 +13,7 @@ caller allocated from a count or a bound, which the comments name.
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
 
 # Set by setup.py: the md5 of this file when it was compiled, so a stale build is caught on import.
@@ -444,12 +444,10 @@ cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t r
                           const uint8_t *classes, int separator, int word, int64_t *row_tokens, int32_t *first,
                           int64_t *starts, int64_t *ends, int64_t token_room, int64_t *long_index,
                           int64_t *long_starts, int64_t *long_ends, int64_t long_room,
-                          int64_t *found, int64_t *point_counts) noexcept nogil:
+                          int64_t *found) noexcept nogil:
     """Cut the rows from `row` on into tokens while the next row surely fits in the arrays: a row of n bytes
     has at most n tokens, at most n / 2 of them longer than one character. `found` holds the (tokens,
-    longer tokens) written so far; `starts` and `ends` are filled unless NULL. With `point_counts`, the
-    one-character tokens are counted there by code point instead, and `first` is not written. Returns the
-    next row."""
+    longer tokens) written so far; `starts` and `ends` are filled unless NULL. Returns the next row."""
     cdef int64_t t = found[0], w = found[1], i, end, start, chars
     cdef int32_t cp
     while row < rows:
@@ -463,10 +461,7 @@ cdef int64_t _scan_tokens(const uint8_t *data, const int64_t *offsets, int64_t r
             if chars > 1:
                 long_index[w], long_starts[w], long_ends[w] = t, start, i
                 w += 1
-            elif point_counts != NULL:
-                point_counts[cp] += 1
-            if point_counts == NULL:
-                first[t] = cp
+            first[t] = cp
             if starts != NULL:
                 starts[t], ends[t] = start, i
             t += 1
@@ -484,7 +479,7 @@ def _grown(array, int64_t used, int64_t room):
 
 
 def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
-                int word, bint every_span, int64_t[::1] point_counts=None):
+                int word, bint every_span):
     """The tokens of every row: a run of `word`-class code points is one token, every other code point
     that is not a `separator` is a token of its own; rows never join.
 
@@ -492,22 +487,14 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
     index of every token longer than one character, where each of those starts and ends in `data`, and
     where every token starts and ends if `every_span`, else empty arrays). One pass: the arrays start at
     a guess from the byte count (Chinese text has a token per 3 bytes) and double when a row might not
-    fit; what is returned are views of their filled part.
-
-    Given `point_counts` (indexed by code point), the one-character tokens are added to it instead, and
-    the first code points are not returned (an empty array): counting needs only the longer tokens'
-    spans, and skips writing and reading back a code per token."""
-    cdef bint counting = point_counts is not None
-    if counting and (every_span or point_counts.shape[0] < classes.shape[0]):
-        raise ValueError("token_spans: counting takes no spans, and a count for every classified code point")
+    fit; what is returned are views of their filled part. (Counting cuts the same tokens in `count_rows`.)"""
     cdef int64_t rows = offsets.shape[0] - 1, row = 0, need
-    # Counting writes no code per token: room for every token the data could hold, in no array.
-    cdef int64_t token_room = data.shape[0] + 1 if counting else data.shape[0] // 2 + 64
+    cdef int64_t token_room = data.shape[0] // 2 + 64
     cdef int64_t long_room = data.shape[0] // 8 + 64
     cdef int64_t found[2]
     found[0] = found[1] = 0
     row_tokens = np.zeros(rows + 1, np.int64)
-    first = np.empty(1 if counting else token_room, np.int32)
+    first = np.empty(token_room, np.int32)
     spans = [np.empty(token_room if every_span else 1, np.int64) for _ in range(2)]
     longer = [np.empty(long_room, np.int64) for _ in range(3)]
     cdef int64_t[::1] row_tokens_v = row_tokens, starts, ends, long_index, long_starts, long_ends
@@ -518,7 +505,7 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
             row = _scan_tokens(_bytes_of(data), &offsets[0], rows, row, &classes[0], separator, word,
                                &row_tokens_v[0], &first_v[0], &starts[0] if every_span else NULL,
                                &ends[0] if every_span else NULL, token_room, &long_index[0], &long_starts[0],
-                               &long_ends[0], long_room, found, &point_counts[0] if counting else NULL)
+                               &long_ends[0], long_room, found)
         if row == rows:
             break
         need = offsets[row + 1] - offsets[row]
@@ -532,8 +519,139 @@ def token_spans(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
             longer = [_grown(array, found[1], long_room) for array in longer]
     t, w = found[0], found[1]
     span_arrays = [array[:t] for array in spans] if every_span else [np.empty(0, np.int64)] * 2
-    return (row_tokens, first[:0] if counting else first[:t], *(array[:w] for array in longer), *span_arrays)
+    return (row_tokens, first[:t], *(array[:w] for array in longer), *span_arrays)
 
+
+
+cdef struct _Words:
+    # The distinct longer tokens of `count_rows`, in the order first seen: where each first occurs in
+    # the data, its length in bytes, its count and hash; and the open-addressing slots (-1 or an index).
+    int64_t *starts
+    int64_t *lengths
+    int64_t *counts
+    uint64_t *hashes
+    int64_t n
+    int64_t room
+    int64_t *slots
+    uint64_t mask
+
+
+cdef bint _resized(void **array, int64_t items) noexcept nogil:
+    """Resize a malloc'd array of 8-byte items in place of the pointer; False where memory ran out (the
+    array is then left as it was)."""
+    cdef void *bigger = realloc(array[0], items * 8)
+    if bigger == NULL:
+        return False
+    array[0] = bigger
+    return True
+
+
+cdef int _words_grow(_Words *w) noexcept nogil:
+    """Double the room for distinct words; -1 where memory ran out."""
+    cdef int64_t room = 2 * w.room
+    if not (_resized(<void **>&w.starts, room) and _resized(<void **>&w.lengths, room)
+            and _resized(<void **>&w.counts, room) and _resized(<void **>&w.hashes, room)):
+        return -1
+    # Slots at least twice the words: rebuilt at the new size from the kept hashes.
+    cdef int64_t *slots = <int64_t *>malloc(2 * room * sizeof(int64_t))
+    if slots == NULL:
+        return -1
+    free(w.slots)
+    w.slots, w.mask, w.room = slots, <uint64_t>(2 * room - 1), room
+    cdef int64_t k
+    cdef uint64_t slot
+    for k in range(2 * room):
+        slots[k] = -1
+    for k in range(w.n):
+        slot = w.hashes[k] & w.mask
+        while slots[slot] != -1:
+            slot = (slot + 1) & w.mask
+        slots[slot] = k
+    return 0
+
+
+cdef int _words_add(_Words *w, const uint8_t *data, int64_t start, int64_t length) noexcept nogil:
+    """Count one occurrence of the word data[start:start + length]; -1 where memory ran out."""
+    cdef uint64_t h = _fnv1a(data + start, length)
+    cdef uint64_t slot = h & w.mask
+    cdef int64_t k
+    while True:
+        k = w.slots[slot]
+        if k == -1:
+            break
+        if w.hashes[k] == h and w.lengths[k] == length and memcmp(data + w.starts[k], data + start, length) == 0:
+            w.counts[k] += 1
+            return 0
+        slot = (slot + 1) & w.mask
+    if w.n == w.room:
+        if _words_grow(w) < 0:
+            return -1
+        slot = h & w.mask
+        while w.slots[slot] != -1:
+            slot = (slot + 1) & w.mask
+    k = w.n
+    w.starts[k], w.lengths[k], w.counts[k], w.hashes[k] = start, length, 1, h
+    w.slots[slot] = k
+    w.n += 1
+    return 0
+
+
+def count_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
+               int word, int64_t[::1] point_counts):
+    """Count the tokens of every row, cut as `token_spans` cuts them: each one-character token in
+    `point_counts` (by code point: room for every classified one), the longer ones in a hash table of
+    their own. Returns the distinct longer tokens' UTF-8 bytes back to back (uint8), where each starts in
+    them (int64, + the end), and how often each occurs (int64), in the order first seen."""
+    if point_counts.shape[0] < classes.shape[0]:
+        raise ValueError("count_rows: a count for every classified code point")
+    cdef _Words w
+    w.n, w.room = 0, 512
+    w.starts = <int64_t *>malloc(w.room * sizeof(int64_t))
+    w.lengths = <int64_t *>malloc(w.room * sizeof(int64_t))
+    w.counts = <int64_t *>malloc(w.room * sizeof(int64_t))
+    w.hashes = <uint64_t *>malloc(w.room * sizeof(uint64_t))
+    w.slots = <int64_t *>malloc(2 * w.room * sizeof(int64_t))
+    w.mask = 2 * w.room - 1
+    cdef int64_t rows = offsets.shape[0] - 1, row, i, end, start, chars, k
+    cdef bint failed = False
+    cdef int32_t cp
+    cdef const uint8_t *text = _bytes_of(data)
+    cdef int64_t[::1] offsets_v, counts_v
+    cdef uint8_t[::1] words_v
+    try:
+        if w.starts == NULL or w.lengths == NULL or w.counts == NULL or w.hashes == NULL or w.slots == NULL:
+            raise MemoryError("count_rows: no memory for the word table")
+        for k in range(2 * w.room):
+            w.slots[k] = -1
+        with nogil:
+            for row in range(rows):
+                i, end = offsets[row], offsets[row + 1]
+                while not failed:
+                    i = _next_token(text, i, end, &classes[0], separator, word, &start, &cp, &chars)
+                    if chars == 0:
+                        break
+                    if chars > 1:
+                        failed = _words_add(&w, text, start, i - start) < 0
+                    else:
+                        point_counts[cp] += 1
+        if failed:
+            raise MemoryError("count_rows: no memory for the word table")
+        word_offsets, counts = np.zeros(w.n + 1, np.int64), np.empty(w.n, np.int64)
+        offsets_v, counts_v = word_offsets, counts
+        for k in range(w.n):
+            offsets_v[k + 1] = offsets_v[k] + w.lengths[k]
+            counts_v[k] = w.counts[k]
+        words = np.empty(offsets_v[w.n], np.uint8)
+        words_v = words
+        for k in range(w.n):
+            memcpy(&words_v[offsets_v[k]], text + w.starts[k], w.lengths[k])
+        return words, word_offsets, counts
+    finally:
+        free(w.starts)
+        free(w.lengths)
+        free(w.counts)
+        free(w.hashes)
+        free(w.slots)
 
 def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64_t[::1] ends):
     """The bytes of the spans [starts[i], ends[i]) back to back, and their int64 offsets."""
@@ -668,9 +786,8 @@ def encode_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8
                 int word, const int32_t[::1] point_ids, const uint8_t[::1] words, const int64_t[::1] word_offsets,
                 const int32_t[::1] word_ids, const int32_t[::1] table, int64_t max_len, int32_t unknown,
                 out_ids_t[::1] ids):
-    """The token ids of every row, cut as `token_spans` cuts (without counting), the first `max_len` of
-    each row kept, into `ids` (room for min(bytes, max_len) of every row: a row of n bytes has at most n
-    tokens). A one-character token's id is point_ids[code point]; a longer one's is word_ids of its entry
+    """The token ids of every row, cut as `token_spans` cuts, the first `max_len` of each row kept, into
+    `ids` (room for min(bytes, max_len) of every row: a row of n bytes has at most n tokens). A one-character token's id is point_ids[code point]; a longer one's is word_ids of its entry
     in `table` (a `word_table` of `words`), or `unknown`. Returns the row offsets (int64, rows + 1) and
     how many ids are `unknown`."""
     cdef int64_t rows = offsets.shape[0] - 1, row, i, end, start, t = 0, kept, unknowns = 0, chars

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from textrnn import kernels
+from textrnn.io import single_array
 from textrnn.parallel import make_executor
 from textrnn.text import Normalisation, normalise, truncate, utf8_buffers
 
@@ -84,8 +85,7 @@ def reason_names(codes: np.ndarray) -> np.ndarray:
 def text_hashes(text: pa.Array) -> np.ndarray:
     """A 64-bit SipHash of each normalised text's UTF-8 bytes (null hashes like the empty string): pandas'
     `hash_array` of the texts (a test holds them equal), computed in one compiled pass over the buffer."""
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    return kernels.hash_rows(*utf8_buffers(pc.fill_null(text.cast(pa.string()), "")), _HASH_KEY.encode())
+    return kernels.hash_rows(*utf8_buffers(pc.fill_null(single_array(text).cast(pa.string()), "")), _HASH_KEY.encode())
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

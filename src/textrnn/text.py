@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from textrnn import kernels
+from textrnn.io import single_array
 
 # Placeholders are plain letter runs, so the tokeniser keeps each one whole as a word.
 URL_TOKEN, EMAIL_TOKEN, NUM_TOKEN = "xxurl", "xxemail", "xxnum"
@@ -427,8 +428,7 @@ def token_ids(texts: pa.Array, point_ids: np.ndarray, words: WordTable, max_len:
     pass with no code or string per token between: a one-character token's id is point_ids[code point],
     a longer one's its id in `words`, else `unknown`. Returns the ids (as `dtype`), the row offsets into
     them (int64, rows + 1) and how many ids are `unknown`."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
+    texts = single_array(texts)
     data, offsets = utf8_buffers(texts.cast(pa.string()))
     ids = np.empty(int(np.minimum(np.diff(offsets), max_len).sum()), dtype)  # a token has a byte at least
     row_offsets, unknowns = kernels.encode_rows(data, offsets, _character_classes(), _SEPARATOR, _WORD, point_ids,
@@ -437,12 +437,14 @@ def token_ids(texts: pa.Array, point_ids: np.ndarray, words: WordTable, max_len:
     return ids[:row_offsets[-1]], row_offsets, int(unknowns)
 
 
-def count_tokens(texts: pa.Array, point_counts: np.ndarray) -> pa.StringArray:
-    """Count the tokens of `tokenise` (without jieba): each one-character token is added to `point_counts`
-    (int64, indexed by code point, WORD_CODE_BASE long); the longer tokens are returned, one string per
-    occurrence, for the caller to count. No code per token is written (see `token_codes`)."""
-    texts, spans = _token_spans(texts, point_counts=point_counts)
-    return _gathered(_utf8_bytes(texts), spans.long_starts, spans.long_ends)
+def count_tokens(texts: pa.Array, point_counts: np.ndarray) -> tuple[pa.StringArray, np.ndarray]:
+    """Count the tokens of `tokenise` (without jieba) as they are cut, in one compiled pass: each
+    one-character token is added to `point_counts` (int64, indexed by code point, WORD_CODE_BASE long);
+    returns the distinct longer tokens and how often each occurs (int64). No code or string per token is
+    written (see `token_codes`)."""
+    words, offsets, counts = kernels.count_rows(*utf8_buffers(single_array(texts).cast(pa.string())),
+                                                _character_classes(), _SEPARATOR, _WORD, point_counts)
+    return _string_array(len(counts), offsets, words, None, 0), counts
 
 
 @dataclass(frozen=True)
@@ -460,16 +462,11 @@ class _Spans:
     ends: np.ndarray
 
 
-def _token_spans(texts: pa.Array, every_span: bool = False,
-                 point_counts: np.ndarray | None = None) -> tuple[pa.StringArray, _Spans]:
+def _token_spans(texts: pa.Array, every_span: bool = False) -> tuple[pa.StringArray, _Spans]:
     """The tokens of a batch, found by one compiled pass that classifies code points through the table of
-    `_character_classes` (nulls have none). Returns the texts as a string array with the spans; with
-    `point_counts`, the one-character tokens are counted there instead of listed (`kernels.token_spans`)."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    texts = texts.cast(pa.string())
-    spans = kernels.token_spans(*utf8_buffers(texts), _character_classes(), _SEPARATOR, _WORD, every_span,
-                                point_counts)
+    `_character_classes` (nulls have none). Returns the texts as a string array with the spans."""
+    texts = single_array(texts).cast(pa.string())
+    spans = kernels.token_spans(*utf8_buffers(texts), _character_classes(), _SEPARATOR, _WORD, every_span)
     return texts, _Spans(*spans)
 
 

@@ -121,10 +121,9 @@ class TokenCounter:
     def add_texts(self, texts: pa.Array) -> None:
         """Count the tokens of texts (without jieba) as they are cut, with no code per token in between:
         `add(token_codes(texts))` counts the same."""
-        words = count_tokens(texts, self._points)
+        words, counts = count_tokens(texts, self._points)
         if len(words):
-            distinct = pc.value_counts(words)
-            self.add_table(pa.table({"token": distinct.field("values"), "count": distinct.field("counts")}))
+            self.add_table(pa.table({"token": words, "count": pa.array(counts, pa.int64())}))
 
     def add_table(self, counts: pa.Table) -> None:
         """Merge counts from elsewhere (another process's `table()`)."""

@@ -76,6 +76,15 @@ def test_counting_texts_as_they_are_cut_counts_the_tokens_of_tokenise(batches):
     assert counted(direct) == counted(by_codes) == dict(by_tokenise)
 
 
+
+def test_counting_texts_counts_thousands_of_distinct_words_exactly():
+    # The counting pass keeps the longer tokens in a hash table that grows as it meets new words.
+    texts = [" ".join(f"w{i % 3000} é{i % 700}" for i in range(row, row + 50)) for row in range(0, 6000, 50)]
+    counter = TokenCounter()
+    counter.add_texts(pa.array(texts))
+    expected = Counter(token for row in tokenise(pa.array(texts)).to_pylist() for token in row)
+    assert counted(counter) == dict(expected) and len(expected) == 3000 + 700
+
 @settings(max_examples=100, deadline=None)
 @given(texts=st.lists(st.one_of(st.none(), st.text(alphabet="ab 好的!é\u3000x1", max_size=12)), max_size=8))
 def test_token_codes_are_the_tokens_of_tokenise(texts):

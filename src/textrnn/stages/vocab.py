@@ -20,7 +20,7 @@ import pyarrow as pa
 from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
 from textrnn.data import EncodedChunk, EncodedPart, join_encoded_parts, write_encoded_part, write_encoded_split
-from textrnn.io import atomic_dir, list_shards, read_json, read_shard, write_json_into
+from textrnn.io import atomic_dir, list_shards, read_json, read_shard, single_array, write_json_into
 from textrnn.parallel import in_order, make_executor
 from textrnn.text import (
     Normalisation,
@@ -106,7 +106,7 @@ def shard_tokens(shard: str, use_jieba: bool) -> TokenCodes:
 
 def shard_texts(shard: str) -> pa.Array:
     """The normalised texts of a clean shard, as one array."""
-    return read_shard(shard, columns=["text"]).column("text").combine_chunks()
+    return single_array(read_shard(shard, columns=["text"]).column("text"))
 
 
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
