@@ -129,12 +129,6 @@ def distinct_keys(hashes: np.ndarray, label_ids: np.ndarray, by_hash: np.ndarray
     return _collapse_sorted(hashes[by_hash], label_ids[by_hash].astype(np.int32))
 
 
-def _collapse(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct hashes and one label each (see `_collapse_sorted`)."""
-    order = np.argsort(hashes)
-    return _collapse_sorted(hashes[order], labels[order])
-
-
 def _collapse_sorted(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct hashes of sorted `hashes` and one label each (MIXED where they disagree, or any one was
     MIXED). A hash's rows agree on a label when their lowest and highest labels are equal (MIXED is the

@@ -268,13 +268,13 @@ def read_shard(shard: str | Path, columns: list[str] | None = None, dictionaries
         raise ValueError(f"{shard}: unreadable Parquet shard ({err}); rerun the stage that wrote it") from err
 
 
-
 def single_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A column as one array: a chunked column's only chunk as it is (`ChunkedArray.combine_chunks`
     copies even a single chunk: in vocab, 340 MB of text per 200 MB corpus), else its chunks combined."""
     if isinstance(column, pa.ChunkedArray):
         return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     return column
+
 
 def read_folder(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
     """A whole folder of shards as one table (for splits small enough to hold, e.g. test)."""
