@@ -546,6 +546,14 @@ cdef bint _resized(void **array, int64_t items) noexcept nogil:
     return True
 
 
+cdef inline uint64_t _free_slot(const int64_t *slots, uint64_t mask, uint64_t h) noexcept nogil:
+    """The first free slot (-1) of an open-addressing table, probing linearly from hash `h`."""
+    cdef uint64_t slot = h & mask
+    while slots[slot] != -1:
+        slot = (slot + 1) & mask
+    return slot
+
+
 cdef int _words_grow(_Words *w) noexcept nogil:
     """Double the room for distinct words; -1 where memory ran out."""
     cdef int64_t room = 2 * w.room
@@ -559,14 +567,10 @@ cdef int _words_grow(_Words *w) noexcept nogil:
     free(w.slots)
     w.slots, w.mask, w.room = slots, <uint64_t>(2 * room - 1), room
     cdef int64_t k
-    cdef uint64_t slot
     for k in range(2 * room):
         slots[k] = -1
     for k in range(w.n):
-        slot = w.hashes[k] & w.mask
-        while slots[slot] != -1:
-            slot = (slot + 1) & w.mask
-        slots[slot] = k
+        slots[_free_slot(slots, w.mask, w.hashes[k])] = k
     return 0
 
 
@@ -586,9 +590,7 @@ cdef int _words_add(_Words *w, const uint8_t *data, int64_t start, int64_t lengt
     if w.n == w.room:
         if _words_grow(w) < 0:
             return -1
-        slot = h & w.mask
-        while w.slots[slot] != -1:
-            slot = (slot + 1) & w.mask
+        slot = _free_slot(w.slots, w.mask, h)
     k = w.n
     w.starts[k], w.lengths[k], w.counts[k], w.hashes[k] = start, length, 1, h
     w.slots[slot] = k
@@ -748,31 +750,29 @@ cdef inline uint64_t _fnv1a(const uint8_t *data, int64_t n) noexcept nogil:
 
 
 def word_table(const uint8_t[::1] data, const int64_t[::1] offsets):
-    """An open-addressing table of the words data[offsets[k]:offsets[k+1]] (distinct): int32 slots, a
+    """An open-addressing table of the words data[offsets[k]:offsets[k+1]] (distinct): int64 slots, a
     power of two at least twice the words, each -1 or a word's index k, probed linearly from its FNV-1a
     hash. `encode_rows` looks the longer tokens up in it."""
     cdef Py_ssize_t k, n = offsets.shape[0] - 1
     cdef int64_t size = 16
     while size < 2 * n:
         size *= 2
-    table = np.full(size, -1, np.int32)
-    cdef int32_t[::1] slots = table
-    cdef uint64_t mask = size - 1, slot
+    table = np.full(size, -1, np.int64)
+    cdef int64_t[::1] slots = table
+    cdef uint64_t mask = size - 1, h
     with nogil:
         for k in range(n):
-            slot = _fnv1a(_bytes_of(data) + offsets[k], offsets[k + 1] - offsets[k]) & mask
-            while slots[slot] != -1:
-                slot = (slot + 1) & mask
-            slots[slot] = k
+            h = _fnv1a(_bytes_of(data) + offsets[k], offsets[k + 1] - offsets[k])
+            slots[_free_slot(&slots[0], mask, h)] = k
     return table
 
 
 cdef inline int32_t _word_id(const uint8_t *token, int64_t n, const uint8_t *words, const int64_t *word_offsets,
-                             const int32_t *word_ids, const int32_t *slots, uint64_t mask,
+                             const int32_t *word_ids, const int64_t *slots, uint64_t mask,
                              int32_t unknown) noexcept nogil:
     """The id of the word token[:n] in a `word_table`, or `unknown`."""
     cdef uint64_t slot = _fnv1a(token, n) & mask
-    cdef int32_t k
+    cdef int64_t k
     while True:
         k = slots[slot]
         if k == -1:
@@ -784,12 +784,13 @@ cdef inline int32_t _word_id(const uint8_t *token, int64_t n, const uint8_t *wor
 
 def encode_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_t[::1] classes, int separator,
                 int word, const int32_t[::1] point_ids, const uint8_t[::1] words, const int64_t[::1] word_offsets,
-                const int32_t[::1] word_ids, const int32_t[::1] table, int64_t max_len, int32_t unknown,
+                const int32_t[::1] word_ids, const int64_t[::1] table, int64_t max_len, int32_t unknown,
                 out_ids_t[::1] ids):
     """The token ids of every row, cut as `token_spans` cuts, the first `max_len` of each row kept, into
-    `ids` (room for min(bytes, max_len) of every row: a row of n bytes has at most n tokens). A one-character token's id is point_ids[code point]; a longer one's is word_ids of its entry
-    in `table` (a `word_table` of `words`), or `unknown`. Returns the row offsets (int64, rows + 1) and
-    how many ids are `unknown`."""
+    `ids` (room for min(bytes, max_len) of every row: a row of n bytes has at most n tokens). A
+    one-character token's id is point_ids[code point]; a longer one's is word_ids of its entry in `table`
+    (a `word_table` of `words`), or `unknown`. Returns the row offsets (int64, rows + 1) and how many ids
+    are `unknown`."""
     cdef int64_t rows = offsets.shape[0] - 1, row, i, end, start, t = 0, kept, unknowns = 0, chars
     cdef int32_t cp, id_
     row_offsets = np.zeros(rows + 1, np.int64)
