@@ -165,10 +165,15 @@ def encode_texts(texts: pa.Array, vocab: Vocabulary, dtype: np.dtype = np.int32)
     """`encode` with the ids as `dtype` (int32, or the vocabulary's `ids_dtype`), and how many are <unk>.
     Without jieba, the texts are cut and looked up in one compiled pass (`token_ids`)."""
     if vocab.jieba:
-        ids, offsets = encode_tokens(token_codes(texts, use_jieba=True), vocab, dtype)
-        return ids, offsets, int(np.count_nonzero(ids == UNK_ID))
+        return encode_codes(token_codes(texts, use_jieba=True), vocab, dtype)
     _check_ids_fit(vocab, dtype)
     return token_ids(texts, vocab.point_ids, vocab.word_table, vocab.max_len, UNK_ID, dtype)
+
+
+def encode_codes(tokens: TokenCodes, vocab: Vocabulary, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int]:
+    """`encode_tokens`, and how many of the ids are <unk>."""
+    ids, offsets = encode_tokens(tokens, vocab, dtype)
+    return ids, offsets, int(np.count_nonzero(ids == UNK_ID))
 
 
 def encode_tokens(tokens: TokenCodes, vocab: Vocabulary, dtype: np.dtype = np.int32) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,6 @@ import shutil
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from textrnn.cleaning import SPLITS
@@ -30,7 +29,7 @@ from textrnn.text import (
     save_token_codes,
     token_codes,
 )
-from textrnn.vocab import UNK_ID, TokenCounter, Vocabulary, encode_texts, encode_tokens, select_tokens
+from textrnn.vocab import TokenCounter, Vocabulary, encode_codes, encode_texts, select_tokens
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +111,8 @@ def shard_texts(shard: str) -> pa.Array:
 def encode_shard(shard: str, vocab: Vocabulary, tokenised: str | None = None) -> EncodedChunk:
     """Encode one shard (runs in a worker), from its tokens saved by `count_shard` where there are some."""
     if tokenised:
-        table, tokens = read_shard(shard, columns=["label_id"]), load_token_codes(Path(tokenised))
-        ids, offsets = encode_tokens(tokens, vocab, vocab.ids_dtype)
-        unknown = int(np.count_nonzero(ids == UNK_ID))
+        table = read_shard(shard, columns=["label_id"])
+        ids, offsets, unknown = encode_codes(load_token_codes(Path(tokenised)), vocab, vocab.ids_dtype)
     else:  # one read for the text and the labels
         table = read_shard(shard, columns=["text", "label_id"])
         ids, offsets, unknown = encode_texts(table.column("text"), vocab, vocab.ids_dtype)
