@@ -672,6 +672,44 @@ def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64
     return out, offsets
 
 
+def splice_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const int64_t[::1] rows,
+                const uint8_t[::1] new_data, const int64_t[::1] new_offsets):
+    """The string rows (data, offsets) with rows `rows` (ascending) replaced by the rows of (new_data,
+    new_offsets), in order: the bytes and int64 offsets (from 0) of the result. The rows between two
+    replaced ones are copied as one run; the output is allocated at its final size."""
+    cdef Py_ssize_t n = offsets.shape[0] - 1, k = rows.shape[0], i, j
+    cdef int64_t total = offsets[n] - offsets[0] + new_offsets[k] - new_offsets[0]
+    for j in range(k):
+        total -= offsets[rows[j] + 1] - offsets[rows[j]]
+    out = np.empty(total, np.uint8)
+    out_offsets = np.empty(n + 1, np.int64)
+    cdef uint8_t[::1] out_v = out
+    cdef int64_t[::1] out_offsets_v = out_offsets
+    cdef uint8_t *target = _writable_bytes_of(out_v)
+    cdef const uint8_t *source = _bytes_of(data)
+    cdef const uint8_t *new_source = _bytes_of(new_data)
+    cdef int64_t pos = 0, first = 0, stop, run, length
+    with nogil:
+        for j in range(k + 1):
+            stop = rows[j] if j < k else n
+            run = offsets[stop] - offsets[first]  # rows [first, stop): one run of the old bytes
+            for i in range(first, stop):
+                out_offsets_v[i] = pos + offsets[i] - offsets[first]
+            if run:
+                memcpy(target + pos, source + offsets[first], run)
+            pos += run
+            if j == k:
+                break
+            out_offsets_v[stop] = pos
+            length = new_offsets[j + 1] - new_offsets[j]
+            if length:
+                memcpy(target + pos, new_source + new_offsets[j], length)
+            pos += length
+            first = stop + 1
+        out_offsets_v[n] = pos
+    return out, out_offsets
+
+
 ctypedef fused ids_t:
     uint16_t
     int32_t

@@ -45,6 +45,7 @@ try:
         merge_sorted_keys,
         normalise_common,
         sorted_positions,
+        splice_rows,
         token_spans,
         utf8_valid,
         word_table,
@@ -56,8 +57,8 @@ except ImportError as err:  # a checkout that was never installed
 __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",
            "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes",
            "count_rows", "csv_record_ends", "encode_rows", "first_of_each_row", "gather_spans", "hash_rows",
-           "ids_of_codes", "merge_sorted_keys", "normalise_common", "sorted_positions", "token_spans", "utf8_valid",
-           "word_table"]
+           "ids_of_codes", "merge_sorted_keys", "normalise_common", "sorted_positions", "splice_rows", "token_spans",
+           "utf8_valid", "word_table"]
 
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")

@@ -62,10 +62,26 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
         return _normalise_with_arrow(out, s)
     out = pa.concat_arrays([out]) if out.offset else out  # buffers from row 0: the validity bitmap is reused
     common, status = _normalise_compiled(out, s)
-    left = status != kernels.DONE
-    if not left.any():
+    left = np.flatnonzero(status != kernels.DONE)
+    if len(left) == 0:
         return common
-    return pc.replace_with_mask(common, pa.array(left), _normalise_rows_left(out, status, s))
+    return replace_rows(common, left, _normalise_rows_left(out, status, s))
+
+
+def replace_rows(texts: pa.StringArray, rows: np.ndarray, replacement: pa.Array) -> pa.StringArray:
+    """`texts` with its rows `rows` (ascending) replaced by the rows of `replacement`, in order, as
+    `pc.replace_with_mask` does. Where `texts` holds these rows and `replacement` no null, in one compiled
+    pass into an output of its final size: Arrow's builder grows its output by doubling, each time copying
+    what it holds into fresh memory (a 100k-row shard with 1,674 rows replaced: 1.3 ms against 4.3 ms,
+    warm; in clean, Arrow's took ~5% of the CPU time on 200 MB, with the page faults of its growth)."""
+    if replacement.null_count or texts.null_count and not pc.all(texts.take(rows).is_valid()).as_py():
+        mask = np.zeros(len(texts), bool)
+        mask[rows] = True
+        return pc.replace_with_mask(texts, pa.array(mask), replacement)
+    texts = pa.concat_arrays([texts]) if texts.offset else texts  # (its validity bitmap is reused from row 0)
+    data, offsets = kernels.splice_rows(*utf8_buffers(texts), rows.astype(np.int64, copy=False),
+                                        *utf8_buffers(replacement.cast(pa.string())))
+    return _string_array(len(texts), offsets, data, texts.buffers()[0], texts.null_count)
 
 
 def _normalise_compiled(texts: pa.StringArray, s: Normalisation) -> tuple[pa.StringArray, np.ndarray]:
@@ -223,7 +239,8 @@ def nfkc(texts: pa.Array) -> pa.Array:
     mapped = _full_width_to_ascii(texts)
     if not pc.any(full).as_py():
         return mapped
-    return pc.replace_with_mask(mapped, full, pc.utf8_normalize(pc.filter(texts, full), "NFKC"))
+    return replace_rows(mapped, np.flatnonzero(full.to_numpy(zero_copy_only=False)),
+                        pc.utf8_normalize(pc.filter(texts, full), "NFKC"))
 
 
 # NFKC maps U+FF01-U+FF5E onto U+0021-U+007E (UTF-8 EF BC 81-BF, EF BD 80-9E) and U+3000 onto a space.
@@ -330,9 +347,7 @@ def _where(texts: pa.Array, found: np.ndarray, transform, trigger: str | None = 
         return texts
     if len(rows) == len(texts):
         return transform(texts)
-    found = np.zeros(len(texts), bool)
-    found[rows] = True
-    return pc.replace_with_mask(texts, pa.array(found), transform(texts.take(rows)))
+    return replace_rows(texts, rows, transform(texts.take(rows)))
 
 
 def _strip_html(texts: pa.Array, max_passes: int = 8) -> pa.Array:
