@@ -60,7 +60,7 @@ def normalise(texts: pa.Array, s: Normalisation) -> pa.Array:
     out = texts if pa.types.is_string(texts.type) else texts.cast(pa.string())
     if len(out) == 0:
         return _normalise_with_arrow(out, s)
-    out = pa.concat_arrays([out]) if out.offset else out  # buffers from row 0: the validity bitmap is reused
+    out = _from_row_0(out)
     common, status = _normalise_compiled(out, s)
     left = np.flatnonzero(status != kernels.DONE)
     if len(left) == 0:
@@ -78,10 +78,16 @@ def replace_rows(texts: pa.StringArray, rows: np.ndarray, replacement: pa.Array)
         mask = np.zeros(len(texts), bool)
         mask[rows] = True
         return pc.replace_with_mask(texts, pa.array(mask), replacement)
-    texts = pa.concat_arrays([texts]) if texts.offset else texts  # (its validity bitmap is reused from row 0)
+    texts = _from_row_0(texts)
     data, offsets = kernels.splice_rows(*utf8_buffers(texts), rows.astype(np.int64, copy=False),
                                         *utf8_buffers(replacement.cast(pa.string())))
     return _string_array(len(texts), offsets, data, texts.buffers()[0], texts.null_count)
+
+
+def _from_row_0(texts: pa.StringArray) -> pa.StringArray:
+    """The array with buffers that start at its row 0 (a copy only if it is a slice): the compiled passes
+    build their output beside its buffers and reuse its validity bitmap, which must line up row for row."""
+    return pa.concat_arrays([texts]) if texts.offset else texts
 
 
 def _normalise_compiled(texts: pa.StringArray, s: Normalisation) -> tuple[pa.StringArray, np.ndarray]:
@@ -234,7 +240,7 @@ def nfkc(texts: pa.Array) -> pa.Array:
     with numpy; the other rows (about 1% of the reviews) go through utf8proc."""
     if not pa.types.is_string(texts.type):
         return pc.utf8_normalize(texts, "NFKC")
-    texts = pa.concat_arrays([texts]) if texts.offset else texts  # buffers from row 0: the mapping reuses them
+    texts = _from_row_0(texts)
     full = pc.fill_null(pc.match_substring_regex(texts, _nfkc_needs_utf8proc()), False)
     mapped = _full_width_to_ascii(texts)
     if not pc.any(full).as_py():
