@@ -12,10 +12,11 @@ from tasks.clean import clean
 from tasks.dvc import dvc_commit
 from tasks.evaluate import evaluate, publish_evaluation
 from tasks.export import export
-from tasks.ingest import ingest
+from tasks.ingest import ingest, source
 from tasks.train import train
 from tasks.vocab import vocab
 from textrnn.config import Params, load_params, section_digest
+from textrnn.dvc_sync import check_can_commit
 from textrnn.freshness import outputs_fresh, stage_key
 from textrnn.io import read_json
 from textrnn.locking import project_lock
@@ -56,12 +57,16 @@ def pipeline_for(p: Params):
 
 @flow(name="textrnn-pipeline", flow_run_name=_flow_run_name, log_prints=True)
 def pipeline(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
-    """ingest → clean → vocab → train → evaluate → export, each a content-cached task."""
+    """source, then ingest → clean → vocab → train → evaluate → export, each a content-cached task."""
     p = load_params(params_file, overrides)
     digest = section_digest(p)
+    if p.dvc.commit:
+        check_can_commit(Path.cwd())  # before hours of stages, not after them
     with project_lock():
+        source(p.paths, p.ingest)
         results = {name: run_stage_task(name, p) for name in STAGE_TASKS}
         publish_evaluation(p.paths.evaluation)
-        dvc_commit(list(STAGE_TASKS), do_push=p.dvc.push)
+        if p.dvc.commit:
+            dvc_commit(["source", *STAGE_TASKS], do_push=p.dvc.push)
     metrics = read_json(p.paths.metrics)
     return {"params_digest": digest, "metrics": metrics, "stages": {k: v["key"] for k, v in results.items()}}

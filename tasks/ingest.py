@@ -1,5 +1,21 @@
-"""ingest task: retried with backoff, since remote sources (s3://, https://) fail transiently."""
+"""ingest task, and the `source` step before it: both retried with backoff, since remote sources (s3://,
+https://) fail transiently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
 
 from tasks._stage import stage_task
+from textrnn.config import IngestParams, PathsParams
+from textrnn.sources import record_source
 
 ingest = stage_task("ingest", retries=3, retry_delay_seconds=[10, 30, 90], timeout_seconds=6 * 3600)
+
+
+@task(name="source", retries=3, retry_delay_seconds=[10, 30, 90], tags=["textrnn", "stage:source"])
+def source(paths: PathsParams, ingest_params: IngestParams) -> dict:
+    """Record ingest's input files and their hashes. Never cached: this is how a changed source is noticed
+    (ingest's cache key is the record's content)."""
+    return record_source(Path(paths.source), ingest_params)

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
     _params_args(run)
     stage = sub.add_parser("stage", help="run one stage (what dvc.yaml calls)")
-    stage.add_argument("name", choices=["ingest", "clean", "vocab", "train", "evaluate", "export"])
+    stage.add_argument("name", choices=["source", "ingest", "clean", "vocab", "train", "evaluate", "export"],
+                       help="source records ingest's input files; the others are the six stages")
     _params_args(stage)
     predict = sub.add_parser("predict", help="predict with an exported model (no torch needed)")
     predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else lines on stdin)")
@@ -37,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     serve = sub.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment")
     _params_args(serve)
+    compare = sub.add_parser("compare", help="the promotion gate: new metrics against main's (exit 1: regressed)")
+    _params_args(compare)
+    compare.add_argument("--new", help="metrics of this run (default: paths.metrics)")
+    base = compare.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base", help="main's metrics.json file")
+    base.add_argument("--base-rev", help="a git revision whose committed paths.metrics is main's (e.g. origin/main)")
+    compare.add_argument("--summary", help="append the markdown verdict to this file (e.g. $GITHUB_STEP_SUMMARY)")
+    dvc_yaml = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage table and each stage's imports")
+    dvc_yaml.add_argument("--check", action="store_true", help="only check that dvc.yaml is current (exit 1 if not)")
     return parser
 
 
@@ -82,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     except ProjectBusyError as err:
         print(f"textrnn: {err}", file=sys.stderr)
         return 3
+    except WrongCodeError as err:
+        print(f"textrnn: {err}", file=sys.stderr)
+        return 4
+    except Exception as err:
+        if not type(err).__module__.startswith("textrnn."):
+            raise  # a bug: the traceback says where
+        print(f"textrnn: {err}", file=sys.stderr)  # textrnn's own errors say what and what to do
+        return 2
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = load_from_args(args)  # validate before Prefect starts anything
     with project_lock():  # busy: fail now, not after Prefect's server has started (the flow locks for real)
         pass
+    if params.dvc.commit:  # likewise a DVC project that could not record the run at its end
+        from textrnn.dvc_sync import check_can_commit
+
+        check_can_commit(Path.cwd())
     set_local_state_defaults(Path.cwd())
     from flows.pipeline import pipeline_for
 
@@ -105,12 +127,67 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from textrnn.freshness import run_recorded
     from textrnn.locking import project_lock
+    from textrnn.sources import record_source
 
+    check_runs_this_projects_code(Path.cwd())
     params = load_from_args(args)
     with project_lock():
-        # Always runs (DVC or the user decided it should); the manifest lets a later flow reuse it.
-        result = run_recorded(args.name, params, reuse_fresh=False)["result"]
+        if args.name == "source":
+            result = record_source(Path(params.paths.source), params.ingest)
+        else:  # always runs (DVC or the user decided it should); the manifest lets a later flow reuse it
+            result = run_recorded(args.name, params, reuse_fresh=False)["result"]
     print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    return 0
+
+
+class WrongCodeError(RuntimeError):
+    """The running textrnn is not the code of the project folder the command runs in."""
+
+
+def check_runs_this_projects_code(root: Path) -> None:
+    """In a project folder with its own `src/textrnn` (a checkout, or the copy `dvc exp run --temp` and
+    `dvc queue` make), the stage must run that code: DVC records the hashes of those files as the stage's
+    code, so running another checkout's would record code that did not run."""
+    import textrnn
+
+    own = (root / "src" / "textrnn").resolve()
+    running = Path(textrnn.__file__).resolve().parent
+    if own.is_dir() and running != own:
+        raise WrongCodeError(f"this project's code is {own}, but textrnn was imported from {running}; run "
+                             "`PYTHONPATH=src python -m textrnn ...` here (dvc.yaml's commands do), or install "
+                             "this checkout (`pip install -e .`)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from textrnn.promotion import compare, metrics_at_revision, read_metrics
+
+    params = load_from_args(args)
+    new_path = Path(args.new or params.paths.metrics)
+    if args.base:
+        base, where = read_metrics(Path(args.base)), args.base
+    else:
+        where = f"{params.paths.metrics} at {args.base_rev}"
+        base = metrics_at_revision(args.base_rev, params.paths.metrics)
+    verdict = compare(read_metrics(new_path), base, params.promote, str(new_path), where)
+    report = verdict.markdown()
+    print(report, end="")
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as handle:
+            handle.write(report)
+    return 0 if verdict.passed else 1
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from textrnn import dvc_yaml
+
+    repo = Path.cwd()
+    check_runs_this_projects_code(repo)
+    if args.check:
+        if dvc_yaml.differs(repo):
+            print("textrnn: dvc.yaml is not what the stages' imports give: run `textrnn dvc-yaml`", file=sys.stderr)
+            return 1
+        return 0
+    print(f"wrote {dvc_yaml.write(repo)}")
     return 0
 
 
@@ -151,7 +228,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve}
+_COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve,
+             "dvc-yaml": cmd_dvc_yaml, "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,13 +28,14 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class PathsParams:
+    source: str = "data/source.json"
     raw: str = "data/raw"
     clean: str = "data/clean"
     rejects: str = "data/rejects"
     vocab: str = "data/vocab"
     checkpoint: str = "models/checkpoint.pt"
     train_state: str = "models/train_state.pt"
-    train_log: str = "metrics/train_log.csv"
+    train_log: str = "metrics/train"
     metrics: str = "metrics/metrics.json"
     evaluation: str = "metrics/evaluation"
     export: str = "models/export"
@@ -192,7 +193,19 @@ class ScheduleParams:
 
 @dataclass(frozen=True)
 class DvcParams:
+    commit: bool = True  # end each flow run with `dvc commit` (dvc.lock + cache) when run inside a DVC project
     push: bool = False  # end each flow run with `dvc push` to the default remote
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    """`textrnn compare`, the gate a retrained model passes before it replaces main's."""
+
+    metric: str = "test_macro_f1"  # a key of metrics.json; higher is better
+    tolerance: float = 0.01  # the largest drop from main's figure that still passes
+
+    def __post_init__(self):
+        _check_range("promote.tolerance", self.tolerance, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,7 @@ class Params:
     runner: RunnerParams = field(default_factory=RunnerParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
     dvc: DvcParams = field(default_factory=DvcParams)
+    promote: PromoteParams = field(default_factory=PromoteParams)
 
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}  # type: ignore[misc]

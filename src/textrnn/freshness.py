@@ -18,7 +18,6 @@ from typing import Any
 from textrnn.config import Params
 from textrnn.io import content_hash, file_md5, read_json, write_json
 from textrnn.pipeline import STAGE_SPECS, code_files, run_stage, stage_paths
-from textrnn.sources import source_fingerprint
 
 MANIFEST_DIR = Path(".textrnn/manifests")
 log = logging.getLogger(__name__)
@@ -30,12 +29,11 @@ def stage_key(name: str, params: Params) -> str:
         "stage": name,
         # Named by role (paths.<key>), hashed by content: moving the data elsewhere changes nothing, and
         # outputs at a new location are simply missing there, which outputs_fresh catches.
+        # ingest's input is paths.source, the record of its files' hashes (textrnn.sources.record_source).
         "inputs": {key: content_hash(getattr(params.paths, key)) for key in spec.deps},
         "params": {s: dataclasses.asdict(getattr(params, s)) for s in spec.sections},
         "code": {f.name: file_md5(f) for f in code_files(name)},
     }
-    if name == "ingest":  # its input is the source itself, outside the project
-        payload["inputs"]["source"] = sorted(source_fingerprint(params.ingest).values())
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

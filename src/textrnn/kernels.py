@@ -16,10 +16,61 @@ process about a second. Their loops run without the GIL, so threads run them sid
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import sys
 from pathlib import Path
 
+SOURCE = Path(__file__).with_name("_kernels.pyx")
+# Built kernels by the md5 of the source they were compiled from. A copy of the project that holds the
+# source but no build (the temporary workspace of `dvc exp run --temp` or `dvc queue`, which copies only
+# what git tracks) loads the build of the same source from here.
+BUILD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "textrnn" / "kernels"
+
+
+def _source_md5(source: Path = SOURCE) -> str:
+    return hashlib.md5(source.read_bytes()).hexdigest() if source.exists() else ""
+
+
+def _load_cached_build(source_md5: str):
+    """The build of this exact source from BUILD_CACHE, registered as textrnn._kernels; None if none."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    path = BUILD_CACHE / source_md5 / f"_kernels{suffix}"
+    if not source_md5 or not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("textrnn._kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["textrnn._kernels"] = module
+    return module
+
+
+def _remember_build(module) -> None:
+    """Keep a copy of the build in BUILD_CACHE under its source's md5 (where it can be written)."""
+    target = BUILD_CACHE / module.SOURCE_MD5 / Path(module.__file__).name
+    if target.exists():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+        shutil.copyfile(module.__file__, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a read-only home: the copies of the project just cannot borrow this build
+
+
 try:
-    from textrnn._kernels import (
+    from textrnn import _kernels as _built
+except ImportError as err:
+    _built = _load_cached_build(_source_md5())
+    if _built is None:  # a checkout that was never installed
+        raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
+                          "(or `pip install -e .`) in the project folder") from err
+else:
+    _remember_build(_built)
+from textrnn._kernels import (  # noqa: E402 (after the fallback that registers it)
         COLLAPSIBLE,
         CSV_START,
         DONE,
@@ -50,9 +101,6 @@ try:
         utf8_valid,
         word_table,
     )
-except ImportError as err:  # a checkout that was never installed
-    raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
-                      "(or `pip install -e .`) in the project folder") from err
 
 __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",
            "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes",
@@ -61,13 +109,10 @@ __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW
            "utf8_valid", "word_table"]
 
 
-SOURCE = Path(__file__).with_name("_kernels.pyx")
-
-
 def check_build_is_current(source: Path = SOURCE) -> None:
     """A build compiled from an older `_kernels.pyx` would silently run the old loops (and DVC would record
     the new source as their origin): refuse it. Installed without the source, there is nothing to compare."""
-    if source.exists() and hashlib.md5(source.read_bytes()).hexdigest() != SOURCE_MD5:
+    if source.exists() and _source_md5(source) != SOURCE_MD5:
         raise ImportError(f"textrnn's compiled kernels are older than {source}: run `make setup` "
                           "(or `pip install -e .`) to rebuild them")
 

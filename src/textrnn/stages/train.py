@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textrnn.config import ModelParams, TrainParams
 from textrnn.data import EncodedSplit
-from textrnn.io import atomic_file, content_hash, read_json
+from textrnn.io import atomic_dir, content_hash, read_json, write_json_into
 from textrnn.model import ModelConfig
 from textrnn.training import LOG_COLUMNS, fit, load_checkpoint, save_checkpoint, world
 from textrnn.vocab import Vocabulary
@@ -38,13 +38,14 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
     cfg = ModelConfig.from_params(model_p, vocab_size=len(vocab), num_classes=len(labels))
     params = {"model": asdict(model_p), "train": asdict(train_p)}
     fingerprint = _fingerprint(vocab_dir, params)
-    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint)
+    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint,
+                           on_epoch=lambda history: write_live_log(Path(train_log), history))
     best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
             "epochs_run": fit_state.epoch}
     if world()[0] != 0:
         return best  # one process (rank 0) writes the outputs
     save_checkpoint(Path(checkpoint), model.cpu(), vocab.digest, labels, params, best)
-    _write_log(Path(train_log), fit_state.history)
+    write_live_log(Path(train_log), fit_state.history)
     log.info("train: best epoch %d of %d, val macro-F1 %.4f", best["epoch"], best["epochs_run"],
              best["val_macro_f1"])
     return best
@@ -72,9 +73,33 @@ def _fingerprint(vocab_dir: Path, params: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+def write_live_log(folder: Path, history: list[dict]) -> None:
+    """The per-epoch metrics in dvclive's layout — `metrics.json` (the last epoch, with its `step`) and
+    `plots/metrics/<name>.tsv` (`step<TAB>name`, one row per epoch) — which `dvc exp show`, `dvc plots` and
+    DVC's editor integrations read through dvc.yaml. Written here rather than by dvclive's `Live`, which
+    opens the surrounding git repository as a DVC project on start: it fails in a repository without a
+    commit and runs `dvc init` in a git repository that has no DVC. Rewritten whole after each epoch into a
+    temporary folder that replaces the old one, so a reader never sees half of it."""
+    with atomic_dir(folder) as tmp:
+        series = tmp / "plots" / "metrics"
+        series.mkdir(parents=True)
+        for name in LOG_COLUMNS[1:]:
+            lines = [f"step\t{name}"] + [f"{row['epoch']}\t{_rounded(row[name])}" for row in history]
+            (series / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        last = {name: _rounded(history[-1][name]) for name in LOG_COLUMNS[1:]} if history else {}
+        write_json_into(tmp, "metrics.json", {**last, "step": history[-1]["epoch"] if history else 0})
+
+
+def _rounded(value) -> float:
+    return round(float(value), 6)
+
+
+def read_live_log(folder: Path) -> list[dict]:
+    """The rows `write_live_log` wrote, one per epoch: {"epoch": n, metric: value, ...}."""
+    rows: dict[int, dict] = {}
+    for name in LOG_COLUMNS[1:]:
+        with open(Path(folder) / "plots" / "metrics" / f"{name}.tsv", encoding="utf-8") as handle:
+            for record in csv.DictReader(handle, delimiter="\t"):
+                step = int(record["step"])
+                rows.setdefault(step, {"epoch": step})[name] = float(record[name])
+    return [rows[step] for step in sorted(rows)]
