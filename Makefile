@@ -7,7 +7,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= INFO
 export DVC_NO_ANALYTICS := 1
-# OpenMP's default (spinning) wait policy trains 2x faster on an otherwise idle machine; export
+# OpenMP's default (spinning) wait policy trains faster on an otherwise idle machine; export
 # OMP_WAIT_POLICY=PASSIVE when another busy process shares the cores (spinning threads then stall).
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 

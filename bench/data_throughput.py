@@ -128,10 +128,8 @@ def fastest_in_rounds(rounds: int, measurements: dict[str, tuple]) -> dict[str, 
     every measurement once in turn, so that a slow spell of a shared machine falls on all of them alike.
     Each measured run comes right after an unmeasured run of the same measurement: on this VM a run pays
     for the memory it needs beyond what the run before it freed (the host backs memory the guest freed
-    again on first touch), so whichever run came before would move the figures. One worker right after
-    the reference: ingest's system time 0.43-0.82 s, against 0.20-0.48 s right after one worker (4 runs
-    each); two workers right after one worker: 0.38-0.60 s, against 0.18-0.23 s right after two workers
-    (medians of two sets of 8 runs each).
+    again on first touch), so whichever run came before would move the figures (ingest's system time
+    roughly doubled when a run followed a different measurement rather than its own kind).
     Per measurement: the fastest measured run (the least disturbed), every measured run's seconds in
     round order, and the highest peak RSS."""
     results: dict[str, list[dict]] = {name: [] for name in measurements}
@@ -142,8 +140,8 @@ def fastest_in_rounds(rounds: int, measurements: dict[str, tuple]) -> dict[str, 
                 result = measure_in_subprocess(mode, csv_path, outputs, workers)
                 # Each run starts from the same machine state: kept, the outputs would pile up ~0.7 GB of
                 # page cache per run, and each later run would write into pages never used before, which
-                # this VM backs again on first touch (~2.5 ms per MB, against ~0.12 for pages in use):
-                # system time grew from 0.6 s to 2-3 s within a dozen runs.
+                # a VM's host may back again on first touch, far dearer than pages in use: system time
+                # grew several-fold within a dozen runs.
                 shutil.rmtree(outputs, ignore_errors=True)
                 if measured:
                     results[name].append(result)

@@ -171,8 +171,8 @@ class _KeysInMemory:
 class _SpilledKeys:
     """One chunk's distinct keys as `save_keys` spilled them, read a slice at a time. Read, a slice takes
     just its own bytes of memory; memory-mapped, every page fault also mapped the pages around it, and
-    the merge of one partition (a slice of every chunk) held 60-100 MiB of file pages at 10x the
-    benchmark's input, the run's peak. The headers are read once (np.load parses each with `ast`)."""
+    the merge of one partition (a slice of every chunk) held enough file pages at 10x the benchmark's
+    input to set the run's peak. The headers are read once (np.load parses each with `ast`)."""
 
     def __init__(self, prefix: str | Path):
         self._files = []  # (path, dtype, where the data starts) of the hashes, then of the labels
@@ -267,9 +267,8 @@ class DedupIndex:
         LABEL_CONFLICT (KEPT for the rows not usable). `by_hash`: `rows_by_hash(hashes, usable)`, if known.
 
         The rows are looked up in hash order: the searches then walk the index once, in order, each a
-        few steps from the last (`kernels.sorted_positions`: 0.04 s for 16 chunks of 99k rows in an index
-        of 1.58 M, where numpy's binary searches took 0.11 s), and the rows of one text come out next to
-        each other."""
+        few steps from the last (`kernels.sorted_positions`, where numpy's binary searches each start
+        from the whole index), and the rows of one text come out next to each other."""
         reason = np.zeros(len(hashes), np.uint8)
         rows = rows_by_hash(hashes, usable) if by_hash is None else by_hash
         if len(rows) == 0:

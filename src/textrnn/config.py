@@ -134,7 +134,7 @@ class TrainParams:
     class_weights: bool = False
     seed: int = 13
     threads: int = 0  # 0 = all cores
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees one, else cpu
     bucket_size: int = 50  # batches per length bucket
     nproc: int = 1  # > 1: DistributedDataParallel over gloo, this many processes (torchrun)
 

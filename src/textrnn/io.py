@@ -68,8 +68,8 @@ def start_writeback_of(fd: int, offset: int = 0, nbytes: int = 0) -> None:
     """`start_writeback` for bytes [offset, offset + nbytes) of an open file (nbytes 0: to its end). The
     kernel starts writing them at once (`sync_file_range`, on Linux); a background thread then fsyncs the
     file. That fsync is what costs here: it commits the journal and has the disk flush its cache, which on
-    a virtual disk waits for the host to store everything written since the last flush (~0.15 s per
-    200 MB, measured). Done once at a stage's end, with the workers idle, it was 0.4 s of every run."""
+    a virtual disk waits for the host to store everything written since the last flush. Done once at a
+    stage's end, it would wait with the workers idle; in the background it overlaps the stage's work."""
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
     _background_syncer().submit(_fsync_and_close, os.dup(fd))
@@ -225,12 +225,12 @@ def read_json(path: str | Path) -> Any:
 def write_table(path: Path, table: pa.Table) -> None:
     """Parquet with settings fixed so that the same table always gives the same bytes. Free text is not
     dictionary-encoded and has no statistics: nearly every value is distinct, so they only slow writing
-    and reading down. Not compressed: Chinese text barely compresses with a fast codec (LZ4 saved 23% of
-    a 100k-row review shard), and without it the shard is written 2.5x and read 3x faster. Row numbers
-    ascend within a shard: delta-encoded, a shard's take ~3 KB instead of ~1 MB as a dictionary, written 4x
-    faster. One row group per shard (a shard is at most `ingest.chunk_rows` rows, already held in memory):
-    read back, each column is one contiguous array, which the stages use without first copying the pieces
-    of several row groups together."""
+    and reading down. Not compressed: Chinese text barely compresses with a fast codec, and without one
+    the shard is written and read several times faster. Row numbers ascend within a shard: delta-encoded,
+    they take a few KB instead of about a MB as a dictionary, and are written faster. One row group per
+    shard (a shard is at most `ingest.chunk_rows` rows, already held in memory): read back, each column is
+    one contiguous array, which the stages use without first copying the pieces of several row groups
+    together."""
     small = [name for name in table.column_names if name not in _FREE_TEXT_COLUMNS]
     delta = {name: "DELTA_BINARY_PACKED" for name in table.column_names if name in _ASCENDING_INT_COLUMNS}
     pq.write_table(table, path, compression="none", use_dictionary=[name for name in small if name not in delta],

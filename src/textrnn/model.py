@@ -3,7 +3,7 @@
 Padding never changes a prediction. Sequences are right-padded; the forward direction reads the real
 tokens before any pad, and the backward direction is a second unidirectional RNN that reads each row
 reversed *within its own length* (pads stay at the end), so neither direction ever sees a pad before a
-real token. Pooling masks the pads. This is exact like packed sequences, 2–5× faster on CPU, and exports
+real token. Pooling masks the pads. This is exact like packed sequences, much faster on CPU, and exports
 to ONNX with either exporter (packed sequences do not export with the dynamo exporter).
 """
 

@@ -25,7 +25,7 @@ def export_onnx(model: RNNClassifier, path: Path, opset: int, exporter: str) -> 
 
     Both exporters work for every cell and pooling here because the model masks instead of packing
     (`pack_padded_sequence` does not export with the dynamo exporter). "dynamo" is torch's supported
-    exporter; "torchscript" is the deprecated one, ~30× faster to run, kept as a fallback.
+    exporter; "torchscript" is the deprecated one, much faster to run, kept as a fallback.
     """
     model = model.eval().cpu()
     example = (torch.randint(1, model.cfg.vocab_size, (2, 12)), torch.tensor([12, 5]))

@@ -4,7 +4,7 @@ Arrow's streaming CSV reader parses its blocks one after another: with values th
 block's first record is only known once the block before it is parsed. A record ends at a line end
 outside quotes, though, and whether a byte is inside quotes follows from a far simpler pass than parsing:
 `kernels.csv_record_ends` follows Arrow's parser states (field start, unquoted, quoted, a quote inside
-quotes) over the bytes, at ~0.5 ns a byte, where parsing and converting take ~1.5 ns.
+quotes) over the bytes, in a fraction of the time that parsing and converting them take.
 
 The file is read once. `cut_records` cuts each block read after its last record (serial, since each block
 starts in the state the one before ended in; the rest of the block starts the next segment), and
@@ -141,8 +141,8 @@ def iter_segments(fs, path: str, delimiter: str, columns: list[str], workers: in
         first_parse = pool.submit(parse_segment, first, delimiter, columns, None)
         del first  # (so that its read buffer can be read into again once the parse is done with it)
         # A segment for each worker and one queued: each one more in flight holds a read buffer and a
-        # parsed table, memory the kernel must first zero (at two workers, twice the workers in flight
-        # held ~100 MiB more, and cost more than it gained).
+        # parsed table, memory the kernel must first zero (twice the workers in flight held more memory
+        # and cost more than it gained).
         parses = chain([first_parse],
                        (pool.submit(_checked_parse, segment, delimiter, columns, names, path) for segment in segments))
         yield from in_order(parses, window=workers + 1)
@@ -184,9 +184,9 @@ def parse_segment(data: bytes, delimiter: str, columns: list[str], names: list[s
                             column_names=names or [])
     try:
         # The bytes are valid UTF-8: iter_segments checked them. Arrow's streaming reader, not read_csv:
-        # read_csv starts a read-ahead thread of its own for each call and joins it at the end (at two
-        # workers the parsing threads waited ~12 ms a segment for that join, and each new thread's stack
-        # and heap were new memory to fault in); the streaming reader runs on Arrow's lasting thread pools.
+        # read_csv starts a read-ahead thread of its own for each call and joins it at the end (the parsing
+        # threads waited for that join on every segment, and each new thread's stack and heap were new
+        # memory to fault in); the streaming reader runs on Arrow's lasting thread pools.
         table = pcsv.open_csv(pa.BufferReader(data), read_options=read,
                               parse_options=csv_parse_options(delimiter, bad_rows),
                               convert_options=string_columns(columns)).read_all()

@@ -20,7 +20,8 @@ from textrnn.training import fit, load_checkpoint, save_checkpoint, warmup_decay
 
 CFG = ModelConfig(vocab_size=12, num_classes=2, embedding_dim=8, hidden_size=8, embedding_dropout=0.1,
                   dropout=0.1)
-PARAMS = TrainParams(epochs=2, batch_size=4, lr=0.01, patience=100, threads=1, seed=7, bucket_size=2)
+PARAMS = TrainParams(epochs=2, batch_size=4, lr=0.01, patience=100, threads=1, seed=7, bucket_size=2,
+                     device="cpu")
 
 
 def toy_split(folder: Path, rows: int, seed: int = 0) -> EncodedSplit:

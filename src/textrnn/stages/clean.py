@@ -148,7 +148,7 @@ def _by_hash_file(staged: str | Path) -> str:
 def _handed_over(index: DedupIndex, pool: Executor, prefix: Path) -> DedupIndex | str:
     """The index as the reduce step's workers take it: as it is to threads (or this thread), which share
     this process's memory; else saved, for worker processes to map. Saving it was serial work between the
-    two parallel passes (6-135 ms on 200 MB, the pages written being new to the run)."""
+    two parallel passes (into pages new to the run)."""
     if runs_in_this_process(pool):
         return index
     index.save(prefix)
@@ -168,9 +168,8 @@ def _reduce_shards(pool: Executor, shards: list[Path], staged: list[Path], index
     for done, (shard_kept, shard_rejected, shard_rows) in zip(staged, in_order(writes, window=2 * p.workers)):
         # Deleted here, once its result is in (a worker deleting it would leave nothing to read for a task
         # that Dask reruns): its page cache is freed while this stage still writes, and the writes reuse
-        # it. Fresh pages cost more than reused ones: on this machine's VM, ~2.5 ms per MB against ~0.12
-        # (the host backs each page again once the guest has reported it free); clean's system time on
-        # 200 MB went from 0.54-0.77 s to 0.34-0.45 s.
+        # it. Fresh pages cost more than reused ones, most of all on a VM whose host backs each page again
+        # once the guest has reported it free.
         done.unlink()
         Path(_by_hash_file(done)).unlink()
         kept.update(shard_kept)
