@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from textrnn.locking import project_lock
 
+    check_runs_this_projects_code(Path.cwd())  # the flow's cache keys and dvc.lock must name the code that runs
     params = load_from_args(args)  # validate before Prefect starts anything
     with project_lock():  # busy: fail now, not after Prefect's server has started (the flow locks for real)
         pass

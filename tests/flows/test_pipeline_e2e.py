@@ -27,6 +27,7 @@ def _env(project: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(project / ".prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", OMP_WAIT_POLICY="PASSIVE")
+    env["PYTHONPATH"] = str(project / "src")  # the project's own copy of the code runs (textrnn checks it)
     env.pop("PREFECT_API_URL", None)  # ephemeral mode: the flow starts its own temporary server
     return env
 
