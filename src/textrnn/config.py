@@ -70,6 +70,7 @@ class CleanParams:
     labels: tuple[str, ...] = ()  # allowed labels; empty = every label seen in the data
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    min_split_rows: int = 1  # fewer kept rows in any split fails clean, naming the counts; 0 = never
     split_seed: int = 13
     executor: Literal["thread", "process"] = "thread"
     workers: int = 1
@@ -79,6 +80,7 @@ class CleanParams:
         _check_range("clean.max_chars", self.max_chars, low=max(1, self.min_chars))
         _check_range("clean.val_fraction", self.val_fraction, low=0.0, high=1.0)
         _check_range("clean.test_fraction", self.test_fraction, low=0.0, high=1.0)
+        _check_range("clean.min_split_rows", self.min_split_rows, low=0)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ParamsError(
                 f"clean.val_fraction + clean.test_fraction = {self.val_fraction + self.test_fraction}: "

@@ -68,7 +68,8 @@ def _ingest_and_clean(source: Path, out: Path, chunk_rows: int = CHUNK_ROWS) -> 
     """Both stages; a SourceError/ValueError naming the file is returned, anything else propagates."""
     try:
         raw = ingest.run(out / "raw", IngestParams(source=str(source), chunk_rows=chunk_rows, max_rows_per_file=0))
-        stats = clean.run(out / "raw", out / "clean", out / "rejects", CleanParams())
+        # min_split_rows=0: any input, however small, must be accounted for row by row.
+        stats = clean.run(out / "raw", out / "clean", out / "rejects", CleanParams(min_split_rows=0))
     except (SourceError, ValueError) as err:
         assert str(source) in str(err), f"error does not name the file: {err!r}"
         return err

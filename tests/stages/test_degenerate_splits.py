@@ -20,5 +20,5 @@ def test_a_corpus_of_duplicates_fails_in_clean_with_a_located_message(tiny_param
         run_stage("clean", params)
     message = str(caught.value)
     assert "80 rows in, 2 kept" in message and "78 rejected (most: duplicate 78)" in message
-    assert "split" in message and "clean.test_fraction" in message and str(tmp_path) in message
+    assert "split" in message and "clean.test_fraction" in message and str(corpus) in message
     assert not (tmp_path / params.paths.clean).exists()  # nothing half-made for vocab to read

@@ -96,19 +96,21 @@ class EmptySplitError(ValueError):
 
 
 def check_splits(stats: dict, raw: Path, p: CleanParams) -> None:
-    """Every split needs rows: evaluate cannot score an empty test split, nor train stop early on an empty
-    val split. Say so here, where the splits are made, with the counts that explain it."""
-    empty = [s for s in SPLITS if stats["kept_by_split"][s] == 0]
-    if not empty:
+    """Every split needs rows (`p.min_split_rows`): evaluate cannot score an empty test split, nor train stop
+    early on an empty val split. Say so here, where the splits are made, with the counts that explain it."""
+    short = [s for s in SPLITS if stats["kept_by_split"][s] < p.min_split_rows]
+    if not short:
         return
+    source = read_json(Path(raw) / "stats.json").get("source", "?")
     kept = ", ".join(f"{s} {n}" for s, n in stats["kept_by_split"].items())
     reasons = sorted(stats["rejected_by_reason"].items(), key=lambda kv: -kv[1])[:3]
     top = ", ".join(f"{reason} {n}" for reason, n in reasons) or "none"
     raise EmptySplitError(
-        f"clean: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty for the rows of "
-        f"{raw}: {stats['rows_in']} rows in, {stats['rows_kept']} kept ({kept}), {stats['rows_rejected']} "
-        f"rejected (most: {top}). Each split needs at least one row: add rows to ingest.source, or raise "
-        f"clean.val_fraction / clean.test_fraction (now {p.val_fraction} / {p.test_fraction}).")
+        f"clean: the {' and '.join(short)} split{'s hold' if len(short) > 1 else ' holds'} fewer than "
+        f"clean.min_split_rows = {p.min_split_rows} rows for ingest.source {source} (raw shards in {raw}): "
+        f"{stats['rows_in']} rows in, {stats['rows_kept']} kept ({kept}), {stats['rows_rejected']} "
+        f"rejected (most: {top}). Add rows to the source, or raise clean.val_fraction / "
+        f"clean.test_fraction (now {p.val_fraction} / {p.test_fraction}).")
 
 
 def _map_shards(pool: Executor, shards: list[Path], staged: list[Path], rules: RowRules) -> list[str]:
