@@ -1,4 +1,4 @@
-"""`textrnn run | stage NAME | predict | serve | ui`: one entry point for people, dvc.yaml and CI."""
+"""`textrnn run | stage NAME | predict | serve | serve-model | ui`: one entry point for people, dvc.yaml and CI."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from textrnn.config import ParamsError, load_params, parse_override
 from textrnn.locking import ProjectBusyError
+from textrnn.serving_settings import add_arguments as add_serve_model_arguments
 
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     serve = sub.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment")
     _params_args(serve)
+    add_serve_model_arguments(sub.add_parser("serve-model", help="serve an exported model over HTTP (no torch)"))
     return parser
 
 
@@ -72,7 +74,7 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("textrnn").setLevel(logging.INFO)
-    if args.command in ("stage", "predict"):
+    if args.command in ("stage", "predict", "serve-model"):
         _log_to_stderr()  # under `run` and `serve`, Prefect's handlers show the textrnn logger
     try:
         return _COMMANDS[args.command](args)
@@ -151,7 +153,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve}
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    from textrnn.serving import serve
+    from textrnn.serving_settings import settings_from_args
+
+    try:
+        settings = settings_from_args(args)
+    except ValueError as err:
+        print(f"textrnn: {err}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+_COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve,
+             "serve-model": cmd_serve_model}
 
 if __name__ == "__main__":
     sys.exit(main())
