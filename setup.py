@@ -15,4 +15,7 @@ SOURCE_MD5 = hashlib.md5(SOURCE.read_bytes()).hexdigest()
 
 kernels = Extension("textrnn._kernels", [str(SOURCE)], extra_compile_args=["-O3"],
                     define_macros=[("TEXTRNN_KERNELS_SOURCE_MD5", f'"{SOURCE_MD5}"')], optional=True)
-setup(ext_modules=cythonize([kernels], compiler_directives={"language_level": 3}))
+extensions = cythonize([kernels], compiler_directives={"language_level": 3})
+for extension in extensions:
+    extension.optional = True  # cythonize builds new Extension objects without the flag
+setup(ext_modules=extensions)

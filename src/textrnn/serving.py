@@ -246,7 +246,9 @@ async def _watch(holder: ModelHolder, every_s: float) -> None:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: any free one), bound before uvicorn starts so its port can be logged."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Naming IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it each response (headers and body written apart) waits out the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
