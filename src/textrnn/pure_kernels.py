@@ -3,7 +3,7 @@
 `textrnn.kernels` falls back to this module when the extension is not built (an installation on a
 platform with no C compiler, or a wheel without it) or when TEXTRNN_PURE=1. It covers exactly the
 tokeniser's path: normalisation (left whole to the Arrow passes, which define it: `text._normalise_with_arrow`),
-the splice of rows those passes rewrite, and the cut of texts into token ids. Each function takes and
+the splice of rows those passes rewrite, and the cut of texts into tokens and token ids. Each function takes and
 returns what its compiled namesake does, and gives the same ids (property tests compare them); the loops
 are numpy passes over the whole batch, never a Python loop per token. The training stages' kernels
 (hashing, counting, CSV scanning) are not here: they raise, naming the install that has them.
@@ -70,6 +70,27 @@ def encode_rows(data, offsets, classes, separator, word, point_ids, words, word_
     return row_offsets, int(np.count_nonzero(token_ids == unknown))
 
 
+def token_spans(data, offsets, classes, separator, word, every_span):
+    """The tokens of every row as the compiled `token_spans` returns them: row offsets counted in tokens,
+    each token's first code point, the index, start and end of those longer than one character, and the
+    start and end of every token if `every_span` (else empty arrays)."""
+    tokens = _tokens(np.asarray(data, np.uint8), np.asarray(offsets, np.int64), np.asarray(classes), separator, word)
+    row_tokens = np.zeros(len(offsets), np.int64)
+    np.cumsum(np.bincount(tokens.row, minlength=len(offsets) - 1), out=row_tokens[1:])
+    long = np.flatnonzero(tokens.chars > 1)
+    spans = (tokens.start_byte, tokens.end_byte) if every_span else (np.zeros(0, np.int64),) * 2
+    return (row_tokens, tokens.first_point.astype(np.int32), long, tokens.start_byte[long], tokens.end_byte[long],
+            *spans)
+
+
+def gather_spans(data, starts, ends):
+    """The bytes of the spans [starts[i], ends[i]) back to back, and their int64 offsets."""
+    starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+    offsets = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    return _gather(np.asarray(data, np.uint8), starts, ends - starts), offsets
+
+
 def word_table(data, offsets):
     """No hash table here: `encode_rows` looks words up with Arrow's `index_in`."""
     return np.zeros(0, np.int64)
@@ -105,9 +126,11 @@ class _Tokens:
 
 
 def _tokens(data: np.ndarray, offsets: np.ndarray, classes: np.ndarray, separator: int, word: int) -> _Tokens:
-    """The tokens of every row, cut as the compiled loop cuts them, by numpy passes over the characters."""
-    data = data[offsets[0]:offsets[-1]]
-    offsets = offsets - offsets[0]
+    """The tokens of every row, cut as the compiled loop cuts them, by numpy passes over the characters
+    (byte positions are into `data`, as the compiled loop gives them)."""
+    base = int(offsets[0])
+    data = data[base:offsets[-1]]
+    offsets = offsets - base
     char_start = np.flatnonzero((data & 0xC0) != 0x80)  # the first byte of each character
     points = np.frombuffer(data.tobytes().decode("utf-8").encode("utf-32-le"), "<u4")
     char_row = np.searchsorted(offsets, char_start, side="right") - 1
@@ -125,7 +148,7 @@ def _tokens(data: np.ndarray, offsets: np.ndarray, classes: np.ndarray, separato
     row = char_row[starts]
     row_first = np.searchsorted(row, np.arange(len(offsets) - 1))  # each row's first token
     return _Tokens(row, np.arange(len(starts)) - row_first[row], points[starts].astype(np.int64), chars,
-                   char_start[starts], byte_of_char[after_last])
+                   base + char_start[starts], base + byte_of_char[after_last])
 
 
 def _word_ids(data, starts: np.ndarray, ends: np.ndarray, words, word_offsets, word_ids, unknown: int) -> np.ndarray:
@@ -175,7 +198,6 @@ def _missing(name: str):
 
 
 # The training stages' kernels: not needed to predict.
-(count_codes, count_rows, csv_record_ends, gather_spans, hash_rows, merge_sorted_keys, sorted_positions,
- token_spans, utf8_valid) = (_missing(name) for name in (
-    "count_codes", "count_rows", "csv_record_ends", "gather_spans", "hash_rows", "merge_sorted_keys",
-    "sorted_positions", "token_spans", "utf8_valid"))
+(count_codes, count_rows, csv_record_ends, hash_rows, merge_sorted_keys, sorted_positions, utf8_valid) = (
+    _missing(name) for name in ("count_codes", "count_rows", "csv_record_ends", "hash_rows", "merge_sorted_keys",
+                                "sorted_positions", "utf8_valid"))

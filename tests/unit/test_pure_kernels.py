@@ -53,6 +53,20 @@ def test_pure_token_ids_equal_the_compiled_ones(texts, keep, max_len, start):
 
 
 @settings(max_examples=200, deadline=None)
+@given(texts=st.lists(review_text, min_size=1, max_size=8), every_span=st.booleans())
+def test_pure_token_spans_and_their_strings_equal_the_compiled_ones(texts, every_span):
+    normalised = normalise(pa.array(texts, pa.string()), Normalisation())
+    args = (*text_module.utf8_buffers(normalised), text_module._character_classes(), text_module._SEPARATOR,
+            text_module._WORD, every_span)
+    pure_spans, compiled_spans = pure.token_spans(*args), compiled.token_spans(*args)
+    assert [a.tolist() for a in pure_spans] == [a.tolist() for a in compiled_spans]
+    data = text_module.utf8_buffers(normalised)[0]
+    starts, ends = compiled_spans[3], compiled_spans[4]
+    assert [a.tolist() for a in pure.gather_spans(data, starts, ends)] == [
+        a.tolist() for a in compiled.gather_spans(data, starts, ends)]
+
+
+@settings(max_examples=200, deadline=None)
 @given(rows=st.lists(st.text(max_size=6), min_size=1, max_size=10), data=st.data())
 def test_pure_splice_rows_equals_the_compiled_one(rows, data):
     chosen = sorted(data.draw(st.sets(st.integers(0, len(rows) - 1))))
