@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="column of --input holding the text")
     predict.add_argument("--output", help="write predictions here (CSV, JSONL or Parquet by suffix)")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--explain", type=int, nargs="?", const=5, default=0, metavar="K",
+                         help="add an 'explain' column: per class the K tokens (default 5) that moved its "
+                              "probability most, with their signed contributions (occlusion)")
     serve = sub.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment")
     _params_args(serve)
     add_serve_model_arguments(sub.add_parser("serve-model", help="serve an exported model over HTTP (no torch)"))
@@ -119,7 +122,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from textrnn.lenient import clean_str
     from textrnn.predict import Prediction, Predictor
-    from textrnn.predict_io import read_lines, read_texts, write_predictions
+    from textrnn.predict_io import explain_column, read_lines, read_texts, write_predictions
 
     if args.texts:
         # Python hands undecodable argument bytes over as surrogates: such a text gets a bad_utf8 row.
@@ -133,14 +136,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = predictor.predict(texts, batch_size=args.batch_size)
     # A row that could not even be read keeps that reason (e.g. bad_utf8) rather than "empty".
     predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons)]
+    explained = explain_column(predictor, texts, predictions, args.explain) if args.explain else None
     if args.output:
-        write_predictions(Path(args.output), texts, predictions, predictor.labels)
+        write_predictions(Path(args.output), texts, predictions, predictor.labels, explained)
     else:
         writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
-        writer.writerow(["label", *[f"p_{name}" for name in predictor.labels], "reason", "text"])
-        for text, pred in zip(texts, predictions):
+        writer.writerow(["label", *[f"p_{name}" for name in predictor.labels], "reason",
+                         *(["explain"] if explained else []), "text"])
+        for i, (text, pred) in enumerate(zip(texts, predictions)):
             probs = [f"{pred.probabilities[n]:.4f}" if pred.probabilities else "" for n in predictor.labels]
-            writer.writerow([pred.label, *probs, pred.reason, text])
+            writer.writerow([pred.label, *probs, pred.reason, *([explained[i]] if explained else []), text])
     return 0
 
 

@@ -1,6 +1,7 @@
 """`textrnn serve-model`: an HTTP server for an exported bundle (FastAPI on uvicorn; no torch).
 
-    POST /v1/predict  {"texts": ["...", ...]} (or a bare JSON array) → one prediction per text, in order
+    POST /v1/predict  {"texts": ["...", ...], "explain": false} (or a bare JSON array) → one prediction per
+                      text, in order; with "explain": true (or K), the top K tokens per class of each
     GET  /healthz     liveness, the model in service, the last failed reload
     GET  /v1/model    labels, test metrics, vocabulary hash, export and load times
 
@@ -46,6 +47,21 @@ class RequestError(Exception):
 class _Job:
     texts: list[str | None]
     future: asyncio.Future
+    explain: int = 0  # top units per class to attach to each row (0: none)
+
+
+def predict_jobs(model: LoadedModel, jobs: list[_Job], batch_size: int) -> list[tuple[list, list | None]]:
+    """Each job's predictions, and its explanations where it asked for them, all by `model`: the texts of
+    every job in one `predict` call, those of the jobs asking for explanations in one `explain` call."""
+    predictions = model.predictor.predict([text for job in jobs for text in job.texts], batch_size)
+    asking = [job for job in jobs if job.explain]
+    explained = iter(model.predictor.explain([text for job in asking for text in job.texts]) if asking else [])
+    results, start = [], 0
+    for job in jobs:
+        rows = predictions[start:start + len(job.texts)]
+        start += len(job.texts)
+        results.append((rows, [next(explained).top(job.explain) for _ in job.texts] if job.explain else None))
+    return results
 
 
 class MicroBatcher:
@@ -57,10 +73,11 @@ class MicroBatcher:
         self.arriving = 0  # requests being read that will join the queue: worth waiting the window for
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textrnn-predict")
 
-    async def predict(self, texts: list[str | None]) -> tuple[list[Prediction], dict]:
-        """The predictions of `texts` and the tag of the model that made them (all by one model)."""
+    async def predict(self, texts: list[str | None], explain: int = 0) -> tuple[list[Prediction], list | None, dict]:
+        """The predictions of `texts`, their explanations (top `explain` units per class; None if 0) and
+        the tag of the model that made them (all by one model)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(texts, future))
+        await self.queue.put(_Job(texts, future, explain))
         return await future
 
     async def run(self) -> None:
@@ -68,21 +85,17 @@ class MicroBatcher:
         while True:
             jobs = await self._collect()
             model: LoadedModel = self.holder.current  # read once: the whole batch sees one model
-            texts = [text for job in jobs for text in job.texts]
             try:
-                predictions = await loop.run_in_executor(self._executor, model.predictor.predict, texts,
-                                                         self.batch_size)
+                results = await loop.run_in_executor(self._executor, predict_jobs, model, jobs, self.batch_size)
             except Exception as err:  # the request fails with a 500; the server goes on
-                log.exception("serving: prediction of a batch of %d texts failed", len(texts))
+                log.exception("serving: prediction of a batch of %d requests failed", len(jobs))
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
-            start = 0
-            for job in jobs:
+            for job, (predictions, explanations) in zip(jobs, results):
                 if not job.future.done():  # its client may have gone
-                    job.future.set_result((predictions[start:start + len(job.texts)], model.tag))
-                start += len(job.texts)
+                    job.future.set_result((predictions, explanations, model.tag))
 
     async def _collect(self) -> list[_Job]:
         """The next batch: the first job, and those that join within the window. Alone (nothing queued,
@@ -116,8 +129,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str]]:
-    """The texts of a request body, and per text why it cannot be predicted ('' if it can).
+def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str], int]:
+    """The texts of a request body, per text why it cannot be predicted ('' if it can), and how many
+    units per class to explain each with (0: no explanation).
 
     Bytes that are not UTF-8 inside a text make that text a `bad_utf8` row (decoded with surrogateescape,
     as `textrnn predict` reads arguments), as does a JSON escape of a lone surrogate ("\\ud800")."""
@@ -128,7 +142,7 @@ def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str
                                                 f"column {err.colno}") from None
     except RecursionError:
         raise RequestError(400, "invalid_json", "the body is not JSON this server reads: it nests too deeply") from None
-    texts = _texts_field(payload)
+    texts, explain = _texts_field(payload), _explain_field(payload)
     if len(texts) > max_texts:
         raise RequestError(413, "too_many_texts", f"{len(texts)} texts in one request; at most {max_texts} "
                                                   "are accepted (split the request)")
@@ -137,15 +151,30 @@ def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str
             raise RequestError(422, "wrong_type", f"texts[{i}] is {_json_type(text)}; each text must be a "
                                                   "string (or null)")
     checked = [clean_str(text) for text in texts]
-    return [text for text, _ in checked], [error or "" for _, error in checked]
+    return [text for text, _ in checked], [error or "" for _, error in checked], explain
+
+
+EXPLAIN_DEFAULT_K, EXPLAIN_MAX_K = 5, 50
+
+
+def _explain_field(payload) -> int:
+    value = payload.get("explain", False) if isinstance(payload, dict) else False
+    if value is True:
+        return EXPLAIN_DEFAULT_K
+    if value is False or value is None:
+        return 0
+    if isinstance(value, int) and 1 <= value <= EXPLAIN_MAX_K:
+        return value
+    raise RequestError(422, "wrong_type", f"explain is {_json_type(value)} {value!r}; it must be true, false or a "
+                                          f"number of units per class from 1 to {EXPLAIN_MAX_K}")
 
 
 def _texts_field(payload) -> list:
     if isinstance(payload, dict):
-        unknown = sorted(set(payload) - {"texts"})
+        unknown = sorted(set(payload) - {"texts", "explain"})
         if unknown:
             raise RequestError(422, "unknown_field", f"unknown field(s) {unknown}; the body is "
-                                                     '{"texts": [...]} or a JSON array of texts')
+                                                     '{"texts": [...], "explain": false} or a JSON array of texts')
         if "texts" not in payload:
             raise RequestError(422, "missing_field", 'the body has no "texts" field: send {"texts": ["..."]}')
         payload = payload["texts"]
@@ -160,10 +189,15 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def prediction_json(prediction: Prediction) -> dict:
+def prediction_json(prediction: Prediction, explanation: dict | None = None) -> dict:
+    """A row of the answer; with `explanation` (top units per class), an "explanation" beside."""
     if prediction.reason:
-        return {"label": None, "probabilities": None, "reason": prediction.reason}
-    return {"label": prediction.label, "probabilities": prediction.probabilities, "reason": None}
+        row = {"label": None, "probabilities": None, "reason": prediction.reason}
+    else:
+        row = {"label": prediction.label, "probabilities": prediction.probabilities, "reason": None}
+    if explanation is not None:
+        row["explanation"] = explanation if not prediction.reason else None
+    return row
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -213,15 +247,16 @@ def create_app(settings: ServerSettings, holder: ModelHolder) -> FastAPI:
     async def predict(request: Request) -> JSONResponse:
         batcher.arriving += 1
         try:
-            texts, reasons = parse_texts(await read_body(request, settings.max_bytes), settings.max_texts)
+            texts, reasons, explain = parse_texts(await read_body(request, settings.max_bytes), settings.max_texts)
         finally:
             batcher.arriving -= 1
         if texts:
-            predictions, tag = await batcher.predict(texts)
+            predictions, explanations, tag = await batcher.predict(texts, explain)
         else:
-            predictions, tag = [], holder.current.tag
+            predictions, explanations, tag = [], None, holder.current.tag
         # A text that could not even be read keeps that reason (bad_utf8) rather than "empty".
-        rows = [prediction_json(Prediction("", {}, r) if r else p) for p, r in zip(predictions, reasons)]
+        predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons)]
+        rows = [prediction_json(p, e) for p, e in zip(predictions, explanations or [None] * len(predictions))]
         return JSONResponse({"model": tag, "predictions": rows})
 
     @app.get("/healthz")

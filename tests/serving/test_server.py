@@ -320,3 +320,22 @@ def test_a_keep_alive_client_is_not_held_up_by_delayed_acks(server):
         times.append(time.perf_counter() - start)
     connection.close()
     assert sorted(times)[10] < 0.02, times
+
+
+def test_the_explain_flag_adds_each_rows_top_units_as_predictor_explain_gives_them(server, predictor):
+    texts = ["这本书太好了，非常喜欢", "", "质量太差"]
+    status, answer = server.predict({"texts": texts, "explain": 2})
+    assert status == 200
+    want = predictor.explain(texts)
+    rows = answer["predictions"]
+    assert rows[1]["explanation"] is None and rows[1]["reason"] == "empty"
+    for row, explanation in zip([rows[0], rows[2]], [want[0], want[2]]):
+        assert list(row["explanation"]) == predictor.labels
+        for label in predictor.labels:
+            got, expected = row["explanation"][label], explanation.top(2)[label]
+            assert [unit for unit, _ in got] == [unit for unit, _ in expected]
+            assert [c for _, c in got] == pytest.approx([c for _, c in expected], abs=1e-5)
+    status, plain = server.predict({"texts": texts, "explain": False})
+    assert "explanation" not in plain["predictions"][0]
+    status, refused = server.predict({"texts": texts, "explain": "yes"})
+    assert status == 422 and refused["error"]["code"] == "wrong_type"
