@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 
 from textrnn.explain import unit_spans
+from textrnn.explain_report import top_tokens
 from textrnn.io import read_folder
 from textrnn.predict import Predictor
+from textrnn.text import Normalisation
+from textrnn.vocab import PAD, UNK, Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +111,34 @@ def test_predict_cli_writes_an_explain_column(built, predictor, tmp_path, charac
         json.dumps(e.top(2), ensure_ascii=False) for e in predictor.explain(texts)]
     assert rows[3]["explain"] == "" and rows[3]["reason"] == "empty"
     assert all(len(json.loads(row["explain"])[row["label"]]) == 2 for row in rows[:3])
+
+
+def test_top_tokens_are_the_largest_mean_contributions_of_tokens_seen_often_enough():
+    vocab = Vocabulary(tokens=(PAD, UNK, "好", "差", "书"), normalisation=Normalisation(), jieba=False, max_len=10)
+    ids = np.array([2, 2, 3, 3, 3, 4, 1, 1, 1])
+    contributions = np.array([[-0.1, 0.1], [-0.3, 0.3], [0.2, -0.2], [0.4, -0.4], [0.0, 0.0], [0.9, -0.9],
+                              [0.5, -0.5], [0.5, -0.5], [0.5, -0.5]])
+    rows = top_tokens(ids, contributions, vocab, ["neg", "pos"], min_count=2, k=5)
+    # 书 is seen once, <unk> never counts: neg ranks 差 (mean 0.2) over 好 (-0.2); pos the other way.
+    assert [(r["class"], r["token"], r["mean_contribution"], r["count"]) for r in rows] == [
+        ("neg", "差", 0.2, 3), ("neg", "好", -0.2, 2), ("pos", "好", 0.2, 2), ("pos", "差", -0.2, 3)]
+
+
+def test_the_evaluation_report_lists_top_tokens_per_class_and_what_misled_the_model(built):
+    folder = Path(built.paths.evaluation)
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    assert "## Tokens that push towards each class (test, occlusion)" in report
+    assert "## What misled the model (most confident mistakes)" in report
+    with open(folder / "top_tokens.csv", encoding="utf-8") as handle:
+        tokens = list(csv.DictReader(handle))
+    labels = json.loads((Path(built.paths.export) / "labels.json").read_text())
+    assert {row["class"] for row in tokens} == set(labels)
+    for label in labels:
+        means = [float(r["mean_contribution"]) for r in tokens if r["class"] == label]
+        assert means == sorted(means, reverse=True) and all(int(r["count"]) >= 3 for r in tokens)
+    with open(folder / "mistake_tokens.csv", encoding="utf-8") as handle:
+        mistakes = list(csv.DictReader(handle))
+    with open(folder / "mistakes.csv", encoding="utf-8") as handle:
+        assert [m["text"] for m in mistakes] == [m["text"] for m in csv.DictReader(handle)]
+    for row in mistakes:  # every token named pushed towards the wrong prediction
+        assert all(float(part.rsplit(" ", 1)[1]) > 0 for part in row["misled_by"].split(", ") if part)
