@@ -146,6 +146,9 @@ def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str
     if len(texts) > max_texts:
         raise RequestError(413, "too_many_texts", f"{len(texts)} texts in one request; at most {max_texts} "
                                                   "are accepted (split the request)")
+    if explain and len(texts) > EXPLAIN_MAX_TEXTS:  # each costs up to 65 model rows; the batch waits for it
+        raise RequestError(413, "too_many_texts", f"{len(texts)} texts to explain in one request; at most "
+                                                  f"{EXPLAIN_MAX_TEXTS} are explained at a time (split the request)")
     for i, text in enumerate(texts):
         if text is not None and not isinstance(text, str):
             raise RequestError(422, "wrong_type", f"texts[{i}] is {_json_type(text)}; each text must be a "
@@ -154,7 +157,7 @@ def parse_texts(body: bytes, max_texts: int) -> tuple[list[str | None], list[str
     return [text for text, _ in checked], [error or "" for _, error in checked], explain
 
 
-EXPLAIN_DEFAULT_K, EXPLAIN_MAX_K = 5, 50
+EXPLAIN_DEFAULT_K, EXPLAIN_MAX_K, EXPLAIN_MAX_TEXTS = 5, 50, 32
 
 
 def _explain_field(payload) -> int:

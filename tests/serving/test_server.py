@@ -339,3 +339,5 @@ def test_the_explain_flag_adds_each_rows_top_units_as_predictor_explain_gives_th
     assert "explanation" not in plain["predictions"][0]
     status, refused = server.predict({"texts": texts, "explain": "yes"})
     assert status == 422 and refused["error"]["code"] == "wrong_type"
+    status, refused = server.predict({"texts": ["好"] * 33, "explain": True})
+    assert status == 413 and "explain" in refused["error"]["message"]
