@@ -77,7 +77,8 @@ STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("train", ("vocab",), ("checkpoint", "train_log"), ("model", "train"),
               ("stages/train.py", "training.py", "model.py", "data.py", "ddp_train.py"), _train),
     StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",),
-              ("stages/evaluate.py", "metrics.py", "training.py", "model.py", "data.py"), _evaluate),
+              ("stages/evaluate.py", "metrics.py", "training.py", "model.py", "data.py", "explain.py",
+               "explain_report.py"), _evaluate),
     StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",),
               ("stages/export.py", "onnx_export.py", "predict.py", "training.py", "model.py"), _export),
 )}
