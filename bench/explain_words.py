@@ -38,7 +38,7 @@ def main() -> None:
     for label, words in WORDS.items():
         rows = word_rows(texts, words)
         if not rows:
-            print(f"{label}: no test row holds {'/'.join(words)} without a negation")
+            print(f"{label}: no row holds {'/'.join(words)} without a negation")
             continue
         full = predictor.predict([text for text, _ in rows])
         without = predictor.predict([text.replace(word, "", 1) for text, word in rows])

@@ -1,6 +1,6 @@
 """The model server under bounded load on 127.0.0.1, against an in-process `Predictor` on the same texts.
 
-At each concurrency c, c clients (threads, one keep-alive connection each) send requests of
+At each concurrency c, c clients (coroutines, one keep-alive connection each) send requests of
 --texts-per-request texts one after another until --requests requests are answered. The in-process
 reference predicts the same texts in batches of c x texts-per-request rows: what a perfect batcher would
 hand the model, with no HTTP, JSON or queueing. Prints rows/s, p50 and p99 latency of each and the ratio
@@ -14,14 +14,13 @@ Run after `make run` (needs models/export and data/clean/test):
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,41 +48,42 @@ def start_server(model: Path, log: Path, options: list[str]) -> tuple[subprocess
 
 def load_server(port: int, requests: list[bytes], concurrency: int) -> tuple[float, np.ndarray]:
     """(wall seconds, latency ms per request) for `requests` sent by `concurrency` clients."""
+    return asyncio.run(_load(port, requests, concurrency))
+
+
+async def _load(port: int, requests: list[bytes], concurrency: int) -> tuple[float, np.ndarray]:
+    """The clients as coroutines on raw keep-alive connections: a load generator this light leaves the
+    cores to the server (http.client's header parsing cost about as much CPU as the server's work)."""
     latencies = np.zeros(len(requests))
     next_request = iter(range(len(requests)))
-    lock = threading.Lock()
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while True:
-            with lock:
-                i = next(next_request, None)
-            if i is None:
-                break
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in next_request:
+            head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(requests[i])}\r\n\r\n").encode()
             start = time.perf_counter()
-            connection.request("POST", "/v1/predict", requests[i], {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            body = response.read()
+            writer.write(head + requests[i])
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))
+            body = await reader.readexactly(length)
             latencies[i] = (time.perf_counter() - start) * 1000
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
-        connection.close()
+            if not headers.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{headers.splitlines()[0]!r}: {body[:200]!r}")
+        writer.close()
+        await writer.wait_closed()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     return time.perf_counter() - start, latencies
 
 
-def load_in_process(predictor: Predictor, batches: list[list[str]]) -> tuple[float, np.ndarray]:
+def load_in_process(predictor: Predictor, batches: list[list[str]], batch_size: int) -> tuple[float, np.ndarray]:
     latencies = np.zeros(len(batches))
     start = time.perf_counter()
     for i, batch in enumerate(batches):
         begin = time.perf_counter()
-        predictor.predict(batch)
+        predictor.predict(batch, batch_size)
         latencies[i] = (time.perf_counter() - begin) * 1000
     return time.perf_counter() - start, latencies
 
@@ -97,19 +97,23 @@ def main() -> None:
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads, server and in-process")
     parser.add_argument("--window-ms", type=float, default=2.0, help="the server's --batch-window-ms")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="rows per onnxruntime call, server (--batch-size) and in-process alike")
     args = parser.parse_args()
     pool = [t for t in read_folder(args.texts, ["text"]).column("text").to_pylist() if t]
     per = args.texts_per_request
     texts = [pool[i % len(pool)] for i in range(args.requests * per)]
     chars = np.array([len(t) for t in pool])
     print(f"{len(pool)} texts (median {np.median(chars):.0f} characters, p90 {np.percentile(chars, 90):.0f}); "
-          f"{args.requests} requests of {per} text(s) per level; onnxruntime threads {args.threads}")
+          f"{args.requests} requests of {per} text(s) per level; onnxruntime threads {args.threads}, "
+          f"{args.batch_size} rows per call")
     requests = [json.dumps({"texts": texts[i * per:(i + 1) * per]}, ensure_ascii=False).encode()
                 for i in range(args.requests)]
     predictor = Predictor(args.model, threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         process, port = start_server(Path(args.model), Path(tmp) / "server.log",
-                                     ["--threads", str(args.threads), "--batch-window-ms", str(args.window_ms)])
+                                     ["--threads", str(args.threads), "--batch-window-ms", str(args.window_ms),
+                                      "--batch-size", str(args.batch_size)])
         try:
             load_server(port, requests[:50], 4)  # warm-up: first calls, connection set-up
             predictor.predict(texts[:64])
@@ -119,7 +123,7 @@ def main() -> None:
                 wall, latency = load_server(port, requests, c)
                 batch = c * per
                 batches = [texts[i:i + batch] for i in range(0, len(texts), batch)]
-                ref_wall, ref_latency = load_in_process(predictor, batches)
+                ref_wall, ref_latency = load_in_process(predictor, batches, args.batch_size)
                 rows = len(texts)
                 print(f"| {c} | {rows / wall:,.0f} | {np.percentile(latency, 50):.2f} | "
                       f"{np.percentile(latency, 99):.2f} | {rows / ref_wall:,.0f} | "

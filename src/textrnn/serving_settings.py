@@ -19,7 +19,9 @@ class ServerSettings:
     max_batch_rows: int = 256  # a batch closes early once it holds this many texts
     max_texts: int = 256  # texts per request; more get 413
     max_bytes: int = 1 << 20  # request body bytes; more get 413
-    batch_size: int = 64  # rows per onnxruntime call inside a batch (Predictor.predict's batch_size)
+    # Rows per onnxruntime call inside a batch (Predictor.predict's batch_size; its rows sorted by length):
+    # small calls pad little, and the recurrent model's cost per row grows with the padding.
+    batch_size: int = 8
     threads: int = 0  # onnxruntime intra-op threads (0: its default, one per core)
     watch_s: float = 0.0  # poll the bundle for a new export every this many seconds (0: SIGHUP only)
 
