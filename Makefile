@@ -15,12 +15,13 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
 setup: $(STAMP)
 
-# torch first, from the local CPU wheel, then the project with torch pinned on the same line.
+# torch first, from the local CPU wheel, then the project with its training extra and torch pinned on the
+# same line. Serving alone needs only `pip install .` (no torch, no compiler).
 $(STAMP): pyproject.toml setup.py src/textrnn/_kernels.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q torch==2.13.0 -e '.[dev]'
+	$(BIN)/pip install -q torch==2.13.0 -e '.[train,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,5 +1,5 @@
 """Inference speed on the test split, tokenisation included: onnxruntime vs torch eager, int8 vs fp32,
-and the whole split end to end through `textrnn predict --input`.
+explain (occlusion) beside plain prediction, and the whole split end to end through `textrnn predict --input`.
 
 Run after `make run` (needs models/export, models/checkpoint.pt and data/clean/test):
 
@@ -86,6 +86,8 @@ def main() -> None:
             "onnx_fp32": throughput(lambda t, b: onnx.logits(t, b), texts, 64),
             "onnx_int8": throughput(lambda t, b: int8.logits(t, b), texts, 64),
             "torch_eager": throughput(eager.logits, texts, 64),
+            # occlusion: each text's L + 1 variants (budget 64 units) through onnxruntime, 256 rows a call
+            "onnx_explain": throughput(lambda t, b: onnx.explain(t), texts[:300], 64),
         }
         agree = float((onnx.logits(texts)[0].argmax(1) == int8.logits(texts)[0].argmax(1)).mean())
     sample = texts[: args.latency_rows]
@@ -104,6 +106,7 @@ def main() -> None:
     print(f"ratio onnxruntime/torch batch-64 throughput: {results['onnx_fp32'] / results['torch_eager']:.2f} "
           "(target >= 2)")
     print(f"ratio int8/fp32 throughput: {results['onnx_int8'] / results['onnx_fp32']:.2f}")
+    print(f"ratio explain/predict throughput (onnxruntime): {results['onnx_explain'] / results['onnx_fp32']:.3f}")
     print(f"ratio torch/onnxruntime batch-1 p50 latency: {lat['torch_eager'][0] / lat['onnx_fp32'][0]:.2f}")
 
 

@@ -1,4 +1,4 @@
-"""`textrnn run | stage NAME | predict | serve | ui`: one entry point for people, dvc.yaml and CI."""
+"""`textrnn run | stage NAME | predict | serve | serve-model | ui`: one entry point for people, dvc.yaml and CI."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from textrnn.config import ParamsError, load_params, parse_override
 from textrnn.locking import ProjectBusyError
+from textrnn.serving_settings import add_arguments as add_serve_model_arguments
 
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="column of --input holding the text")
     predict.add_argument("--output", help="write predictions here (CSV, JSONL or Parquet by suffix)")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--explain", type=int, nargs="?", const=5, default=0, metavar="K",
+                         help="add an 'explain' column: per class the K tokens (default 5) that moved its "
+                              "probability most, with their signed contributions (occlusion)")
     serve = sub.add_parser("serve", help="serve the pipeline as a scheduled Prefect deployment")
     _params_args(serve)
     compare = sub.add_parser("compare", help="the promotion gate: new metrics against main's (exit 1: regressed)")
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--summary", help="append the markdown verdict to this file (e.g. $GITHUB_STEP_SUMMARY)")
     dvc_yaml = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage table and each stage's imports")
     dvc_yaml.add_argument("--check", action="store_true", help="only check that dvc.yaml is current (exit 1 if not)")
+    add_serve_model_arguments(sub.add_parser("serve-model", help="serve an exported model over HTTP (no torch)"))
     return parser
 
 
@@ -82,7 +87,7 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("textrnn").setLevel(logging.INFO)
-    if args.command in ("stage", "predict"):
+    if args.command in ("stage", "predict", "serve-model"):
         _log_to_stderr()  # under `run` and `serve`, Prefect's handlers show the textrnn logger
     try:
         return _COMMANDS[args.command](args)
@@ -195,7 +200,7 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from textrnn.lenient import clean_str
     from textrnn.predict import Prediction, Predictor
-    from textrnn.predict_io import read_lines, read_texts, write_predictions
+    from textrnn.predict_io import explain_column, read_lines, read_texts, write_predictions
 
     if args.texts:
         # Python hands undecodable argument bytes over as surrogates: such a text gets a bad_utf8 row.
@@ -209,14 +214,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = predictor.predict(texts, batch_size=args.batch_size)
     # A row that could not even be read keeps that reason (e.g. bad_utf8) rather than "empty".
     predictions = [Prediction("", {}, r) if r else p for p, r in zip(predictions, reasons)]
+    explained = explain_column(predictor, texts, predictions, args.explain) if args.explain else None
     if args.output:
-        write_predictions(Path(args.output), texts, predictions, predictor.labels)
+        write_predictions(Path(args.output), texts, predictions, predictor.labels, explained)
     else:
         writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
-        writer.writerow(["label", *[f"p_{name}" for name in predictor.labels], "reason", "text"])
-        for text, pred in zip(texts, predictions):
+        writer.writerow(["label", *[f"p_{name}" for name in predictor.labels], "reason",
+                         *(["explain"] if explained else []), "text"])
+        for i, (text, pred) in enumerate(zip(texts, predictions)):
             probs = [f"{pred.probabilities[n]:.4f}" if pred.probabilities else "" for n in predictor.labels]
-            writer.writerow([pred.label, *probs, pred.reason, text])
+            writer.writerow([pred.label, *probs, pred.reason, *([explained[i]] if explained else []), text])
     return 0
 
 
@@ -229,8 +236,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    from textrnn.serving import serve
+    from textrnn.serving_settings import settings_from_args
+
+    try:
+        settings = settings_from_args(args)
+    except ValueError as err:
+        print(f"textrnn: {err}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
 _COMMANDS = {"run": cmd_run, "stage": cmd_stage, "predict": cmd_predict, "serve": cmd_serve,
-             "dvc-yaml": cmd_dvc_yaml, "compare": cmd_compare}
+             "serve-model": cmd_serve_model, "dvc-yaml": cmd_dvc_yaml, "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())

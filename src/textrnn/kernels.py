@@ -10,7 +10,9 @@ RE2, Arrow) that define the Arrow passes, so the results are the same (property 
 
 They are written in Cython (`_kernels.pyx`) and compiled when the package is installed (`make setup`, i.e.
 `pip install -e .`): importing them costs a millisecond, where a JIT compiler's start-up cost each stage
-process about a second. Their loops run without the GIL, so threads run them side by side.
+process about a second. Their loops run without the GIL, so threads run them side by side. Where the
+extension is not built (no compiler) or TEXTRNN_PURE=1, the names here are `textrnn.pure_kernels`' numpy
+and Arrow versions of the loops inference needs (the same ids); the training stages' loops then raise.
 """
 
 from __future__ import annotations
@@ -18,16 +20,43 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
+
+from textrnn import pure_kernels
 
 SOURCE = Path(__file__).with_name("_kernels.pyx")
 # Built kernels by the md5 of the source they were compiled from. A copy of the project that holds the
 # source but no build (the temporary workspace of `dvc exp run --temp` or `dvc queue`, which copies only
 # what git tracks) loads the build of the same source from here.
 BUILD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "textrnn" / "kernels"
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",  # noqa: F822
+           "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "SOURCE_MD5", "STRIP_HTML", "TRIMMED",
+           "count_codes", "count_rows", "csv_record_ends", "encode_rows", "first_of_each_row", "gather_spans",
+           "hash_rows", "ids_of_codes", "merge_sorted_keys", "normalise_common", "sorted_positions", "splice_rows",
+           "token_spans", "utf8_valid", "word_table"]
+
+
+def _implementation():
+    """The compiled module, or `pure_kernels` (numpy/Arrow, inference only) where it is not built or
+    TEXTRNN_PURE=1 asks for it: a light installation (no compiler, no training stack) still predicts."""
+    if os.environ.get("TEXTRNN_PURE", "") not in ("", "0"):
+        return pure_kernels, "TEXTRNN_PURE is set"
+    try:
+        from textrnn import _kernels
+    except ImportError as err:  # installed without the extension, or a checkout never installed
+        cached = _load_cached_build(_source_md5())
+        if cached is not None:
+            return cached, ""
+        return pure_kernels, f"the compiled kernels are not built ({err})"
+    _remember_build(_kernels)
+    return _kernels, ""
 
 
 def _source_md5(source: Path = SOURCE) -> str:
@@ -36,8 +65,7 @@ def _source_md5(source: Path = SOURCE) -> str:
 
 def _load_cached_build(source_md5: str):
     """The build of this exact source from BUILD_CACHE, registered as textrnn._kernels; None if none."""
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    path = BUILD_CACHE / source_md5 / f"_kernels{suffix}"
+    path = BUILD_CACHE / source_md5 / f"_kernels{importlib.machinery.EXTENSION_SUFFIXES[0]}"
     if not source_md5 or not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location("textrnn._kernels", path)
@@ -61,58 +89,17 @@ def _remember_build(module) -> None:
         pass  # a read-only home: the copies of the project just cannot borrow this build
 
 
-try:
-    from textrnn import _kernels as _built
-except ImportError as err:
-    _built = _load_cached_build(_source_md5())
-    if _built is None:  # a checkout that was never installed
-        raise ImportError(f"textrnn's compiled kernels are not built ({err}): run `make setup` "
-                          "(or `pip install -e .`) in the project folder") from err
-else:
-    _remember_build(_built)
-from textrnn._kernels import (  # noqa: E402 (after the fallback that registers it)
-        COLLAPSIBLE,
-        CSV_START,
-        DONE,
-        FAST_UTF8_CHECK,
-        LEFT_TO_ARROW,
-        LOWER_DIFFERS,
-        LOWERCASE,
-        NEEDS_UTF8PROC,
-        NFKC,
-        NFKC_FIRST,
-        PLACEHOLDERS,
-        SOURCE_MD5,
-        STRIP_HTML,
-        TRIMMED,
-        count_codes,
-        count_rows,
-        csv_record_ends,
-        encode_rows,
-        first_of_each_row,
-        gather_spans,
-        hash_rows,
-        ids_of_codes,
-        merge_sorted_keys,
-        normalise_common,
-        sorted_positions,
-        splice_rows,
-        token_spans,
-        utf8_valid,
-        word_table,
-    )
-
-__all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",
-           "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "STRIP_HTML", "TRIMMED", "count_codes",
-           "count_rows", "csv_record_ends", "encode_rows", "first_of_each_row", "gather_spans", "hash_rows",
-           "ids_of_codes", "merge_sorted_keys", "normalise_common", "sorted_positions", "splice_rows", "token_spans",
-           "utf8_valid", "word_table"]
+_module, WHY_PURE = _implementation()
+COMPILED = _module is not pure_kernels
+globals().update({name: getattr(_module, name) for name in __all__})
+if not COMPILED:
+    log.debug("textrnn.kernels: numpy/Arrow fallback (%s); training stages need `make setup`", WHY_PURE)
 
 
 def check_build_is_current(source: Path = SOURCE) -> None:
     """A build compiled from an older `_kernels.pyx` would silently run the old loops (and DVC would record
     the new source as their origin): refuse it. Installed without the source, there is nothing to compare."""
-    if source.exists() and _source_md5(source) != SOURCE_MD5:
+    if COMPILED and source.exists() and _source_md5(source) != _module.SOURCE_MD5:
         raise ImportError(f"textrnn's compiled kernels are older than {source}: run `make setup` "
                           "(or `pip install -e .`) to rebuild them")
 

@@ -10,7 +10,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from textrnn.predict import Prediction
+from textrnn.predict import Prediction, Predictor
 from textrnn.sources import decode_utf8
 
 
@@ -51,18 +51,29 @@ def _read_table(path: Path, suffix: str, text_column: str) -> pa.Table:
     raise ValueError(f"{path}: unknown input format {suffix!r}; use .csv, .tsv, .jsonl, .parquet or .txt")
 
 
-def predictions_table(texts: list[str | None], predictions: list[Prediction], labels: list[str]) -> pa.Table:
+def explain_column(predictor: Predictor, texts: list[str | None], predictions: list[Prediction],
+                   k: int) -> list[str]:
+    """Per row, its explanation as JSON: {class: [[token, signed contribution], ...]}, the k tokens per
+    class that moved its probability most ("" for a row without a prediction)."""
+    usable = [None if p.reason else t for t, p in zip(texts, predictions)]
+    return [json.dumps(e.top(k), ensure_ascii=False) if e.units else "" for e in predictor.explain(usable)]
+
+
+def predictions_table(texts: list[str | None], predictions: list[Prediction], labels: list[str],
+                      explained: list[str] | None = None) -> pa.Table:
     columns = {"text": pa.array(texts, pa.string()),
                "label": pa.array([p.label for p in predictions], pa.string())}
     for name in labels:
         columns[f"p_{name}"] = pa.array([p.probabilities.get(name) for p in predictions], pa.float64())
     columns["reason"] = pa.array([p.reason for p in predictions], pa.string())
+    if explained is not None:
+        columns["explain"] = pa.array(explained, pa.string())
     return pa.table(columns)
 
 
 def write_predictions(path: Path, texts: list[str | None], predictions: list[Prediction],
-                      labels: list[str]) -> None:
-    table = predictions_table(texts, predictions, labels)
+                      labels: list[str], explained: list[str] | None = None) -> None:
+    table = predictions_table(texts, predictions, labels, explained)
     suffix = path.suffix.lower()
     # pyarrow writes every format here; pandas would add a third of a second of import to each call.
     if suffix == ".parquet":

@@ -1,7 +1,8 @@
 """evaluate: the RNN and a TF-IDF baseline on the val and test splits, side by side.
 
 Outputs: `metrics_path` (flat DVC metrics) and `out/` with per_class.csv, confusion.csv, roc.csv, pr.csv,
-calibration.csv (DVC plots), mistakes.csv (the most confident errors), report.md and PNG figures.
+calibration.csv (DVC plots), mistakes.csv (the most confident errors), top_tokens.csv and mistake_tokens.csv
+(occlusion attributions: see textrnn.explain_report), report.md and PNG figures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from textrnn.config import EvaluateParams
 from textrnn.data import EncodedSplit
+from textrnn.explain_report import report_attributions, torch_logits
 from textrnn.io import atomic_dir, read_folder, read_json, write_json
 from textrnn.metrics import (
     confusion_rows,
@@ -40,19 +42,26 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
     model, _ = load_checkpoint(checkpoint, expected_vocab_digest=vocab.digest)
     device = torch.device("cpu")
     metrics: dict[str, float] = {}
-    probs, labels = {}, {}
+    probs, labels, encoded = {}, {}, {}
     for split in ("val", "test"):
-        encoded = EncodedSplit.load(vocab_dir / split)
-        labels[split] = np.array(encoded.labels)
-        probs[split] = softmax(predict_logits(model, encoded, p.batch_size, device))
+        encoded[split] = EncodedSplit.load(vocab_dir / split)
+        labels[split] = np.array(encoded[split].labels)
+        probs[split] = softmax(predict_logits(model, encoded[split], p.batch_size, device))
         metrics.update(headline_metrics(probs[split], labels[split], prefix=f"{split}_"))
     texts = {s: read_folder(clean / s, ["text"]).column("text").to_pylist() for s in ("train", "val", "test")}
     if p.baseline:
         metrics.update(_baseline_metrics(clean, texts, labels, len(names), p))
         for key in ("test_accuracy", "test_macro_f1"):
             metrics[f"rnn_minus_baseline_{key}"] = round(metrics[key] - metrics[f"baseline_{key}"], 6)
+    mistakes = confident_mistake_rows(probs["test"], labels["test"], p.worst_mistakes)
+    top_tokens, misled = report_attributions(encoded["test"], probs["test"], mistakes, torch_logits(model), vocab,
+                                             names)
     with atomic_dir(out) as tmp:
         _write_tables(tmp, probs["test"], labels["test"], names, texts["test"], p.worst_mistakes)
+        write_csv(tmp / "top_tokens.csv", top_tokens, ["class", "rank", "token", "mean_contribution", "count"])
+        write_csv(tmp / "mistake_tokens.csv", [{**row, "misled_by": why} for row, why in zip(
+            confident_mistakes(probs["test"], labels["test"], names, texts["test"], p.worst_mistakes), misled)],
+            ["text", "true", "predicted", "probability", "misled_by"])
         plot_figures(tmp, probs["test"], labels["test"], names)
         (tmp / "report.md").write_text(report_markdown(metrics, tmp, names), encoding="utf-8")
     write_json(metrics_path, metrics)
@@ -88,11 +97,17 @@ def _write_tables(folder: Path, probs: np.ndarray, labels: np.ndarray, names: li
               ["text", "true", "predicted", "probability"])
 
 
+def confident_mistake_rows(probs: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
+    """The rows predicted wrong, most confident first, at most `limit`."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
+
+
 def confident_mistakes(probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
                        limit: int) -> list[dict]:
     predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
+    order = confident_mistake_rows(probs, labels, limit)
     return [{"text": texts[i], "true": names[labels[i]], "predicted": names[predicted[i]],
              "probability": round(float(probs[i, predicted[i]]), 4)} for i in order]
 
@@ -117,4 +132,30 @@ def report_markdown(metrics: dict, folder: Path, names: list[str]) -> str:
         for row in list(csv.DictReader(handle))[:10]:
             text = row["text"][:80].replace("|", "\\|")
             lines.append(f"| {text} | {row['true']} | {row['predicted']} | {row['probability']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _attribution_lines(folder, names)) + "\n"
+
+
+def _attribution_lines(folder: Path, names: list[str]) -> list[str]:
+    """The report's occlusion sections, from top_tokens.csv and mistake_tokens.csv (when written)."""
+    if not (folder / "top_tokens.csv").exists():
+        return []
+    with open(folder / "top_tokens.csv", encoding="utf-8") as handle:
+        tokens = list(csv.DictReader(handle))
+    lines = ["", "## Tokens that push towards each class (test, occlusion)", "",
+             "Mean change in the class probability when the token is removed from a text, over the explained "
+             "test rows (token, mean, occurrences).", "", "| class | tokens |", "|---|---|"]
+    for name in names:
+        cells = [f"{t['token']} {float(t['mean_contribution']):+.3f} ({t['count']})" for t in tokens
+                 if t["class"] == name]
+        lines.append(f"| {name} | {_cell(', '.join(cells)) or '–'} |")
+    lines += ["", "## What misled the model (most confident mistakes)", "",
+              "| text | true | predicted | tokens that pushed towards the prediction |", "|---|---|---|---|"]
+    with open(folder / "mistake_tokens.csv", encoding="utf-8") as handle:
+        for row in list(csv.DictReader(handle))[:10]:
+            lines.append(f"| {_cell(row['text'][:80])} | {row['true']} | {row['predicted']} | "
+                         f"{_cell(row['misled_by'])} |")
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
