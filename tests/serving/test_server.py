@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -278,7 +279,7 @@ TRAINING_STACK = ("torch", "prefect", "prefect_dask", "dask", "distributed", "dv
                   "onnxscript", "snownlp", "matplotlib", "jieba", "tqdm")
 
 
-def test_predicting_and_serving_work_with_the_training_stack_unimportable(bundle):
+def test_predicting_and_serving_work_with_the_training_stack_unimportable(bundle, tmp_path):
     # As in a light installation: every package of the training stack and the compiled kernels raise
     # ImportError (pyarrow then also skips pandas, which it loads whenever it is installed). Predict,
     # build the app, load a model holder and parse the CLI; nothing may need them.
@@ -301,7 +302,9 @@ create_app(ServerSettings(model=Path({str(bundle)!r})), ModelHolder(Path({str(bu
 textrnn.cli.build_parser().parse_args(["serve-model"])
 print("loaded:", [m for m in {TRAINING_STACK!r} if m in sys.modules])
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # An empty build cache: a light installation has no build of the kernels anywhere to borrow.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["empty", "loaded: []"]
 
