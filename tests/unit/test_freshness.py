@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textrnn.config import load_params
 from textrnn.freshness import outputs_fresh, record_outputs, stage_key
+from textrnn.sources import record_source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,9 +22,12 @@ def _csv_params(tmp_path: Path):
 def test_editing_the_raw_data_changes_the_ingest_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params, source = _csv_params(tmp_path)
+    record = Path(params.paths.source)
+    record_source(record, params.ingest)  # what the flow's `source` task and dvc.yaml's `source` step do
     before = stage_key("ingest", params)
     assert stage_key("ingest", params) == before  # stable while nothing changes
     source.write_text("text,label\n很好,pos\n太差了,neg\n", encoding="utf-8")
+    record_source(record, params.ingest)
     assert stage_key("ingest", params) != before
 
 
