@@ -140,7 +140,7 @@ class TrainParams:
     teacher: Literal["none", "tfidf"] = "none"  # distil from TF-IDF n-grams + logistic regression
     teacher_weight: float = 0.5  # share of the loss that is KL to the teacher (the rest: cross-entropy)
     teacher_folds: int = 5  # cross-fitting: each train row's soft target comes from a fold that left it out
-    teacher_rows: int = 50_000  # row budget of the teacher's fits (rows beyond it get the folds' mean)
+    teacher_tokens: int = 1_000_000  # token budget of the teacher's fits (rows beyond it get the folds' mean)
 
     def validate(self) -> None:
         _check_range("train.epochs", self.epochs, low=1)
@@ -155,7 +155,7 @@ class TrainParams:
         _check_range("train.nproc", self.nproc, low=1)
         _check_range("train.teacher_weight", self.teacher_weight, low=0.0, high=1.0)
         _check_range("train.teacher_folds", self.teacher_folds, low=2)
-        _check_range("train.teacher_rows", self.teacher_rows, low=2)
+        _check_range("train.teacher_tokens", self.teacher_tokens, low=1)
 
 
 @dataclass(frozen=True)

@@ -36,17 +36,24 @@ def id_strings(split: EncodedSplit) -> list[str]:
     return [text[offsets[i]:offsets[i + 1]] for i in range(len(split))]
 
 
-def cross_fitted_log_probs(texts: list[str], labels: np.ndarray, num_classes: int, folds: int, row_budget: int,
+def within_budget(lengths: np.ndarray, token_budget: int, minimum: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded sample whose tokens add up to at most `token_budget` (all rows when
+    they fit; never fewer than `minimum` rows)."""
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    kept = max(int(np.searchsorted(np.cumsum(lengths[order]), token_budget, side="right")), minimum)
+    return np.sort(order[:kept])
+
+
+def cross_fitted_log_probs(texts: list[str], labels: np.ndarray, num_classes: int, folds: int, token_budget: int,
                            seed: int, ngram_max: int = 4, c: float = 10.0) -> tuple[np.ndarray, list]:
     """Out-of-fold log-probabilities [n, C] for every train row, and the fold models.
 
-    At most `row_budget` rows (a seeded sample) are cut into `folds` folds; each fold's rows are predicted by
-    the model fitted on the other folds. Rows outside the budget are predicted by the mean of the fold
-    models, which never saw them either, so the cost is bounded by the budget on any corpus size."""
+    A seeded sample of rows holding at most `token_budget` tokens is cut into `folds` folds; each fold's rows
+    are predicted by the model fitted on the other folds. Rows outside the sample are predicted by the mean
+    of the fold models, which never saw them either: the fitting cost is bounded on any corpus size."""
     labels = np.asarray(labels)
     n = len(texts)
-    rng = np.random.default_rng(seed)
-    budget = np.sort(rng.permutation(n)[:row_budget]) if n > row_budget else np.arange(n)
+    budget = within_budget(np.array([len(t) for t in texts]), token_budget, min(n, 2 * folds), seed)
     outside = np.setdiff1d(np.arange(n), budget)
     probs = np.zeros((n, num_classes), dtype=np.float64)
     models = []
@@ -77,14 +84,14 @@ def soft_targets(train: EncodedSplit, num_classes: int, p: TrainParams, cache: P
     there: a resumed or repeated run does not fit the teacher again."""
     if p.teacher == "none":
         return None
-    key = hashlib.sha256(json.dumps([key, p.teacher, p.teacher_folds, p.teacher_rows, p.seed]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([key, p.teacher, p.teacher_folds, p.teacher_tokens, p.seed]).encode()).hexdigest()
     if cache.exists():
         with np.load(cache, allow_pickle=False) as saved:
             if str(saved["key"]) == key and saved["log_probs"].shape == (len(train), num_classes):
                 log.info("teacher: soft targets from %s", cache)
                 return saved["log_probs"]
     log_probs, _ = cross_fitted_log_probs(id_strings(train), np.asarray(train.labels), num_classes,
-                                          p.teacher_folds, p.teacher_rows, p.seed)
+                                          p.teacher_folds, p.teacher_tokens, p.seed)
     with atomic_file(cache) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, key=np.array(key), log_probs=log_probs)
     return log_probs

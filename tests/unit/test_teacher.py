@@ -11,7 +11,7 @@ import torch
 from textrnn.config import TrainParams
 from textrnn.data import EncodedSplit, write_encoded_split
 from textrnn.model import ModelConfig
-from textrnn.teacher import cross_fitted_log_probs, id_strings, soft_targets
+from textrnn.teacher import cross_fitted_log_probs, id_strings, soft_targets, within_budget
 from textrnn.training import fit, predict_logits
 
 
@@ -39,7 +39,7 @@ def test_soft_targets_are_out_of_fold(tmp_path):
     texts, labels = separable(60, seed=0)
     labels[0] = 1  # a wrong label, on a row with a token no other row has: in-fold it would be memorised
     split = split_of(tmp_path / "s", texts, labels)
-    log_probs, models = cross_fitted_log_probs(id_strings(split), np.array(labels), 2, folds=3, row_budget=1000,
+    log_probs, models = cross_fitted_log_probs(id_strings(split), np.array(labels), 2, folds=3, token_budget=10_000,
                                                seed=1, ngram_max=1)
     assert log_probs.shape == (60, 2) and len(models) == 3
     np.testing.assert_allclose(np.exp(log_probs).sum(1), 1.0, atol=1e-5)
@@ -50,10 +50,10 @@ def test_soft_targets_are_out_of_fold(tmp_path):
 def test_rows_beyond_the_budget_get_the_folds_mean_and_results_repeat(tmp_path):
     texts, labels = separable(50, seed=2)
     strings = id_strings(split_of(tmp_path / "s", texts, labels))
-    first, _ = cross_fitted_log_probs(strings, np.array(labels), 2, folds=2, row_budget=20, seed=3, ngram_max=1)
-    again, _ = cross_fitted_log_probs(strings, np.array(labels), 2, folds=2, row_budget=20, seed=3, ngram_max=1)
+    first, _ = cross_fitted_log_probs(strings, np.array(labels), 2, folds=2, token_budget=140, seed=3, ngram_max=1)
+    again, _ = cross_fitted_log_probs(strings, np.array(labels), 2, folds=2, token_budget=140, seed=3, ngram_max=1)
     np.testing.assert_array_equal(first, again)
-    assert (first.argmax(1) == np.array(labels)).mean() > 0.9  # all 50 rows predicted, 20 fitted on
+    assert (first.argmax(1) == np.array(labels)).mean() > 0.9  # all 50 rows predicted, 20 (of 7 tokens each) fitted on
 
 
 def test_soft_targets_are_cached_for_the_same_data_and_params(tmp_path):
@@ -81,3 +81,11 @@ def test_fit_follows_the_teacher_when_the_loss_is_all_teacher(tmp_path):
     model, _ = fit(cfg, split, val, params, tmp_path / "state.pt", "t", teacher_log_probs=flipped)
     predicted = predict_logits(model, split, 64, torch.device("cpu")).argmax(1)
     assert (predicted == 1 - np.array(labels)).mean() > 0.9  # it learnt the teacher's (flipped) labels
+
+
+def test_the_budget_sample_holds_at_most_the_token_budget():
+    lengths = np.arange(1, 101)
+    rows = within_budget(lengths, 500, minimum=4, seed=0)
+    assert lengths[rows].sum() <= 500 and np.all(np.diff(rows) > 0)
+    assert len(within_budget(lengths, 10**9, minimum=4, seed=0)) == 100
+    assert len(within_budget(lengths, 0, minimum=4, seed=0)) == 4
