@@ -137,7 +137,7 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     bucket_size: int = 50  # batches per length bucket
     nproc: int = 1  # > 1: DistributedDataParallel over gloo, this many processes (torchrun)
-    teacher: Literal["none", "tfidf"] = "none"  # distil from TF-IDF n-grams + logistic regression
+    teacher: Literal["none", "tfidf"] = "tfidf"  # distil from TF-IDF n-grams + logistic regression
     teacher_weight: float = 0.5  # share of the loss that is KL to the teacher (the rest: cross-entropy)
     teacher_folds: int = 5  # cross-fitting: each train row's soft target comes from a fold that left it out
     teacher_tokens: int = 1_000_000  # token budget of the teacher's fits (rows beyond it get the folds' mean)
