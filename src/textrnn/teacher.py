@@ -22,6 +22,7 @@ from textrnn.config import TrainParams
 from textrnn.data import EncodedSplit
 from textrnn.io import atomic_file
 from textrnn.metrics import baseline_pipeline, full_proba
+from textrnn.training import world
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def soft_targets(train: EncodedSplit, num_classes: int, p: TrainParams, cache: P
                 return saved["log_probs"]
     log_probs, _ = cross_fitted_log_probs(id_strings(train), np.asarray(train.labels), num_classes,
                                           p.teacher_folds, p.teacher_tokens, p.seed)
-    with atomic_file(cache) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, key=np.array(key), log_probs=log_probs)
+    if world()[0] == 0:  # under DDP every process fits the same teacher; one writes the cache
+        with atomic_file(cache) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, key=np.array(key), log_probs=log_probs)
     return log_probs

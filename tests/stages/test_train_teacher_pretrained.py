@@ -35,3 +35,16 @@ def test_e5_initial_embedding_covers_the_tiny_vocabulary(built):
     matrix = embedding_for(vocab.tokens, "e5", built.model.embedding_dim, seed=0)
     assert matrix.shape == (len(vocab), built.model.embedding_dim)
     assert not matrix[0].any() and np.isfinite(matrix).all()
+
+
+def test_ddp_processes_distil_from_the_same_teacher_as_one_process(built, tmp_path):
+    train_p = dataclasses.replace(built.train, teacher="tfidf", teacher_folds=3, epochs=1, threads=1)
+    caches = []
+    for nproc in (1, 2):
+        out = tmp_path / f"nproc{nproc}"
+        train.run(Path(built.paths.vocab), out / "checkpoint.pt", out / "log.csv", out / "state.pt", built.model,
+                  dataclasses.replace(train_p, nproc=nproc))
+        assert (out / "checkpoint.pt").is_file()
+        with np.load(out / "state.teacher.npz", allow_pickle=False) as saved:  # written by rank 0 alone
+            caches.append(saved["log_probs"])
+    np.testing.assert_array_equal(caches[0], caches[1])
