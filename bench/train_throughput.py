@@ -23,7 +23,7 @@ from torch import nn
 from textrnn.config import load_params
 from textrnn.data import EncodedSplit, bucketed_batches, padding_fraction
 from textrnn.model import ModelConfig, RNNClassifier
-from textrnn.training import configure_torch, to_tensors, train_epoch, warmup_decay
+from textrnn.training import configure_torch, distillation_loss, to_tensors, train_epoch, warmup_decay
 from textrnn.vocab import Vocabulary
 
 
@@ -74,7 +74,8 @@ def main() -> None:
     bare_loop(*_fresh(cfg, p.train.lr, len(timed), 0), tensors[:5])  # warm-up (allocator, kernels)
     bare = bare_loop(*_fresh(cfg, p.train.lr, len(timed), 0), tensors)
     model, optimizer, scheduler = _fresh(cfg, p.train.lr, len(timed), 0)
-    _, project = train_epoch(model, train, timed, optimizer, scheduler, nn.CrossEntropyLoss(), 1.0, device)
+    _, project = train_epoch(model, train, timed, optimizer, scheduler, distillation_loss(None, None, 0.0, device),
+                             1.0, device)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"threads: {torch.get_num_threads()}, model: {cfg.cell} h{cfg.hidden_size} "

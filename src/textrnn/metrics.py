@@ -100,14 +100,25 @@ def calibration_rows(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> l
     return rows
 
 
-def train_baseline(texts: list[str], labels: np.ndarray, ngram_max: int, c: float, seed: int) -> Pipeline:
-    """TF-IDF character 1..n-grams + logistic regression: the classical reference for the RNN."""
-    model = Pipeline([
+def baseline_pipeline(ngram_max: int, c: float, seed: int) -> Pipeline:
+    """TF-IDF character 1..n-grams + logistic regression (unfitted): the classical reference for the RNN,
+    and the distillation teacher (textrnn.teacher)."""
+    return Pipeline([
         ("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(1, ngram_max), sublinear_tf=True,
                                   min_df=2, dtype=np.float32)),
         ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
     ])
-    return model.fit(texts, labels)
+
+
+def train_baseline(texts: list[str], labels: np.ndarray, ngram_max: int, c: float, seed: int) -> Pipeline:
+    return baseline_pipeline(ngram_max, c, seed).fit(texts, labels)
+
+
+def full_proba(model, texts: list[str], num_classes: int) -> np.ndarray:
+    """predict_proba padded to every class (a class absent from the model's fit gets probability 0)."""
+    probs = np.zeros((len(texts), num_classes))
+    probs[:, model.classes_] = model.predict_proba(texts)
+    return probs
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:

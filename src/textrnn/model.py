@@ -34,7 +34,8 @@ class ModelConfig:
 
     @classmethod
     def from_params(cls, p: ModelParams, vocab_size: int, num_classes: int) -> ModelConfig:
-        return cls(vocab_size=vocab_size, num_classes=num_classes, **asdict(p))
+        architecture = {k: v for k, v in asdict(p).items() if k != "pretrained"}  # an initialisation only
+        return cls(vocab_size=vocab_size, num_classes=num_classes, **architecture)
 
     def to_dict(self) -> dict:
         return asdict(self)

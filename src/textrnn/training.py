@@ -75,7 +75,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray]
     for step, rows in enumerate(bar, 1):
         ids, lengths, labels = to_tensors(split, rows, device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(ids, lengths), labels)
+        loss = loss_fn(model(ids, lengths), labels, rows)
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -128,21 +128,26 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams, state_path: Path,
-        fingerprint: str, on_epoch: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
+        fingerprint: str, embedding_init: np.ndarray | None = None, teacher_log_probs: np.ndarray | None = None,
+        on_epoch: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
     """Train with early stopping on validation macro-F1; resumes from `state_path` if it matches
-    `fingerprint` (a digest of the inputs and params). `on_epoch(history)` runs on rank 0 after each epoch's
-    state is saved (the live log)."""
+    `fingerprint` (a digest of the inputs and params). `embedding_init` [vocab, embedding_dim] replaces the
+    random embedding (pre-trained vectors); `teacher_log_probs` [train rows, classes] are soft targets.
+    `on_epoch(history)` runs on rank 0 after each epoch's state is saved (the live log)."""
     configure_torch(p.seed, p.threads)
     device = pick_device(p.device)
     rank, size = world()
-    model = RNNClassifier(cfg).to(device)
+    model = RNNClassifier(cfg)
+    if embedding_init is not None:
+        model.embedding.weight.data.copy_(torch.from_numpy(embedding_init))
+    model = model.to(device)
     train_model = nn.parallel.DistributedDataParallel(model) if size > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     steps_per_epoch = math.ceil(len(train) / p.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(steps_per_epoch * p.epochs,
                                                                           p.warmup_fraction))
     weight = class_weights(np.asarray(train.labels), cfg.num_classes).to(device) if p.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = distillation_loss(weight, teacher_log_probs, p.teacher_weight, device)
     # The saved state is only valid for the same data, model and training params.
     fingerprint = hashlib.sha256(json.dumps([fingerprint, cfg.to_dict(), asdict(p)], sort_keys=True).encode()
                                  ).hexdigest()
@@ -169,6 +174,23 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
                 on_epoch(state.history)
     model.load_state_dict(state.best_state)
     return model, state
+
+
+def distillation_loss(weight: torch.Tensor | None, teacher_log_probs: np.ndarray | None, teacher_weight: float,
+                      device: torch.device):
+    """loss(logits, labels, rows): cross-entropy on the labels, mixed with the KL divergence from the
+    teacher's distribution over the same rows (Hinton et al.; Tang et al., 2019) when there is a teacher."""
+    hard = nn.CrossEntropyLoss(weight=weight)
+    if teacher_log_probs is None or teacher_weight == 0:
+        return lambda logits, labels, rows: hard(logits, labels)
+    teacher = torch.from_numpy(np.asarray(teacher_log_probs, dtype=np.float32)).to(device)  # [N, C]
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        soft = nn.functional.kl_div(torch.log_softmax(logits, dim=1), teacher[torch.from_numpy(rows).to(device)],
+                                    reduction="batchmean", log_target=True)
+        return (1 - teacher_weight) * hard(logits, labels) + teacher_weight * soft
+
+    return loss
 
 
 def world() -> tuple[int, int]:

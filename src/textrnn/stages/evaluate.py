@@ -21,6 +21,7 @@ from textrnn.io import atomic_dir, read_folder, read_json, write_json
 from textrnn.metrics import (
     confusion_rows,
     curve_rows,
+    full_proba,
     headline_metrics,
     per_class_rows,
     plot_figures,
@@ -75,16 +76,9 @@ def _baseline_metrics(clean: Path, texts: dict, labels: dict, num_classes: int, 
     baseline = train_baseline(texts["train"], train_labels, p.baseline_ngram_max, p.baseline_c, seed=0)
     out = {}
     for split in ("val", "test"):
-        probs = _full_proba(baseline, texts[split], num_classes)
+        probs = full_proba(baseline, texts[split], num_classes)
         out.update(headline_metrics(probs, labels[split], prefix=f"baseline_{split}_"))
     return out
-
-
-def _full_proba(model, texts: list[str], num_classes: int) -> np.ndarray:
-    """predict_proba padded to every class (a class absent from train gets probability 0)."""
-    probs = np.zeros((len(texts), num_classes))
-    probs[:, model.classes_] = model.predict_proba(texts)
-    return probs
 
 
 def _write_tables(folder: Path, probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],

@@ -16,6 +16,8 @@ from textrnn.config import ModelParams, TrainParams
 from textrnn.data import EncodedSplit
 from textrnn.io import atomic_dir, content_hash, read_json, write_json_into
 from textrnn.model import ModelConfig
+from textrnn.pretrained import embedding_for
+from textrnn.teacher import soft_targets
 from textrnn.training import LOG_COLUMNS, fit, load_checkpoint, save_checkpoint, world
 from textrnn.vocab import Vocabulary
 
@@ -39,6 +41,9 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
     params = {"model": asdict(model_p), "train": asdict(train_p)}
     fingerprint = _fingerprint(vocab_dir, params)
     model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint,
+                           embedding_for(vocab.tokens, model_p.pretrained, model_p.embedding_dim, train_p.seed),
+                           soft_targets(train, len(labels), train_p, Path(state).with_suffix(".teacher.npz"),
+                                        content_hash(vocab_dir / "train")),
                            on_epoch=lambda history: write_live_log(Path(train_log), history))
     best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
             "epochs_run": fit_state.epoch}
