@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textrnn.codedeps import stage_code
+from textrnn.codedeps import PACKAGE_ROOT, stage_code
 from textrnn.config import Params
 
 
@@ -74,7 +74,6 @@ STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("evaluate", ("clean", "vocab", "checkpoint"), ("metrics", "evaluation"), ("evaluate",), _evaluate),
     StageSpec("export", ("vocab", "checkpoint", "metrics"), ("export",), ("export",), _export),
 )}
-PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def code_files(name: str) -> list[Path]:

@@ -39,11 +39,11 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
                          f"(train {len(train)} rows, val {len(val)} rows)")
     cfg = ModelConfig.from_params(model_p, vocab_size=len(vocab), num_classes=len(labels))
     params = {"model": asdict(model_p), "train": asdict(train_p)}
-    fingerprint = _fingerprint(vocab_dir, params)
-    model, fit_state = fit(cfg, train, val, train_p, Path(state), fingerprint,
+    inputs = _input_hashes(vocab_dir)  # hashed once: the resumable state and the teacher's cache both key on them
+    model, fit_state = fit(cfg, train, val, train_p, Path(state), _fingerprint(inputs, params),
                            embedding_for(vocab.tokens, model_p.pretrained, model_p.embedding_dim, train_p.seed),
                            soft_targets(train, len(labels), train_p, Path(state).with_suffix(".teacher.npz"),
-                                        content_hash(vocab_dir / "train")),
+                                        inputs["train"]),
                            on_epoch=lambda history: write_live_log(Path(train_log), history))
     best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
             "epochs_run": fit_state.epoch}
@@ -71,10 +71,13 @@ def launch_distributed(vocab_dir: Path, checkpoint: Path, train_log: Path, state
     return load_checkpoint(Path(checkpoint))[1]["best"]
 
 
-def _fingerprint(vocab_dir: Path, params: dict) -> str:
-    """What the resumable state must match: the encoded data and vocabulary, and the params."""
-    parts = {name: content_hash(vocab_dir / name) for name in ("vocab.json", "labels.json", "train", "val")}
-    payload = json.dumps({"inputs": parts, "params": params}, sort_keys=True)
+def _input_hashes(vocab_dir: Path) -> dict[str, str]:
+    return {name: content_hash(vocab_dir / name) for name in ("vocab.json", "labels.json", "train", "val")}
+
+
+def _fingerprint(inputs: dict[str, str], params: dict) -> str:
+    """What the resumable state must match: the encoded data and vocabulary (`inputs`), and the params."""
+    payload = json.dumps({"inputs": inputs, "params": params}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
