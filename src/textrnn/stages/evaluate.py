@@ -55,14 +55,14 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
         for key in ("test_accuracy", "test_macro_f1"):
             metrics[f"rnn_minus_baseline_{key}"] = round(metrics[key] - metrics[f"baseline_{key}"], 6)
     mistakes = confident_mistake_rows(probs["test"], labels["test"], p.worst_mistakes)
+    mistake_table = confident_mistakes(probs["test"], labels["test"], names, texts["test"], mistakes)
     top_tokens, misled = report_attributions(encoded["test"], probs["test"], mistakes, torch_logits(model), vocab,
                                              names)
     with atomic_dir(out) as tmp:
-        _write_tables(tmp, probs["test"], labels["test"], names, texts["test"], p.worst_mistakes)
+        _write_tables(tmp, probs["test"], labels["test"], names, mistake_table)
         write_csv(tmp / "top_tokens.csv", top_tokens, ["class", "rank", "token", "mean_contribution", "count"])
-        write_csv(tmp / "mistake_tokens.csv", [{**row, "misled_by": why} for row, why in zip(
-            confident_mistakes(probs["test"], labels["test"], names, texts["test"], p.worst_mistakes), misled)],
-            ["text", "true", "predicted", "probability", "misled_by"])
+        write_csv(tmp / "mistake_tokens.csv", [{**row, "misled_by": why} for row, why in zip(mistake_table, misled)],
+                  ["text", "true", "predicted", "probability", "misled_by"])
         plot_figures(tmp, probs["test"], labels["test"], names)
         (tmp / "report.md").write_text(report_markdown(metrics, tmp, names), encoding="utf-8")
     write_json(metrics_path, metrics)
@@ -81,14 +81,13 @@ def _baseline_metrics(clean: Path, texts: dict, labels: dict, num_classes: int, 
     return out
 
 
-def _write_tables(folder: Path, probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
-                  worst: int) -> None:
+def _write_tables(folder: Path, probs: np.ndarray, labels: np.ndarray, names: list[str],
+                  mistakes: list[dict]) -> None:
     write_csv(folder / "per_class.csv", per_class_rows(probs, labels, names))
     write_csv(folder / "confusion.csv", confusion_rows(probs, labels, names))
     for name, rows in curve_rows(probs, labels).items():
         write_csv(folder / f"{name}.csv", rows)
-    write_csv(folder / "mistakes.csv", confident_mistakes(probs, labels, names, texts, worst),
-              ["text", "true", "predicted", "probability"])
+    write_csv(folder / "mistakes.csv", mistakes, ["text", "true", "predicted", "probability"])
 
 
 def confident_mistake_rows(probs: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
@@ -99,9 +98,9 @@ def confident_mistake_rows(probs: np.ndarray, labels: np.ndarray, limit: int) ->
 
 
 def confident_mistakes(probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
-                       limit: int) -> list[dict]:
+                       order: np.ndarray) -> list[dict]:
+    """The table of the mistakes at rows `order` (confident_mistake_rows)."""
     predicted = probs.argmax(axis=1)
-    order = confident_mistake_rows(probs, labels, limit)
     return [{"text": texts[i], "true": names[labels[i]], "predicted": names[predicted[i]],
              "probability": round(float(probs[i, predicted[i]]), 4)} for i in order]
 
