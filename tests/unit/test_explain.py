@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,9 @@ def test_top_tokens_are_the_largest_mean_contributions_of_tokens_seen_often_enou
         ("neg", "差", 0.2, 3), ("neg", "好", -0.2, 2), ("pos", "好", 0.2, 2), ("pos", "差", -0.2, 3)]
 
 
+MISLED_BY = re.compile(r'("(?:[^"\\]|\\.)*") ([+-][0-9.]+)')  # '"token" +0.123', tokens JSON-quoted
+
+
 def test_the_evaluation_report_lists_top_tokens_per_class_and_what_misled_the_model(built):
     folder = Path(built.paths.evaluation)
     report = (folder / "report.md").read_text(encoding="utf-8")
@@ -141,4 +145,6 @@ def test_the_evaluation_report_lists_top_tokens_per_class_and_what_misled_the_mo
     with open(folder / "mistakes.csv", encoding="utf-8") as handle:
         assert [m["text"] for m in mistakes] == [m["text"] for m in csv.DictReader(handle)]
     for row in mistakes:  # every token named pushed towards the wrong prediction
-        assert all(float(part.rsplit(" ", 1)[1]) > 0 for part in row["misled_by"].split(", ") if part)
+        named = MISLED_BY.findall(row["misled_by"])
+        assert ", ".join(f"{token} {value}" for token, value in named) == row["misled_by"]  # nothing else in it
+        assert all(json.loads(token) and float(value) > 0 for token, value in named)

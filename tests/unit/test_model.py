@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from textrnn.model import ModelConfig, RNNClassifier, reverse_within_length
+from textrnn.model import ModelConfig, RNNClassifier, hashed_ngrams, reverse_within_length
 
 VOCAB, CLASSES, HIDDEN = 30, 3, 8
 CONFIGS = list(itertools.product(["lstm", "gru"], ["last", "mean", "max", "attention", "maxmean"],
@@ -82,3 +82,46 @@ def test_config_from_params_and_back():
     cfg = ModelConfig.from_params(ModelParams(cell="gru", hidden_size=8), vocab_size=11, num_classes=2)
     assert cfg.to_dict()["cell"] == "gru"
     assert ModelConfig(**cfg.to_dict()) == cfg
+
+
+def make_ngram_model(max_order: int = 3) -> RNNClassifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=VOCAB, num_classes=CLASSES, embedding_dim=8, hidden_size=HIDDEN,
+                      ngram_buckets=97, ngram_max=max_order, ngram_dim=4)
+    model = RNNClassifier(cfg).eval()
+    torch.nn.init.normal_(model.ngrams.weight)  # trained tables are not zero; the start is
+    return model
+
+
+def test_hashed_ngrams_cover_exactly_the_ngrams_inside_each_row():
+    ids = torch.tensor([[4, 5, 6, 7], [4, 5, 0, 0]])
+    grams, valid = hashed_ngrams(ids, torch.tensor([4, 2]), max_order=3, buckets=1 << 20)
+    assert grams.shape == valid.shape == (2, 8)  # (orders 2 and 3) x 4 starts
+    assert valid.sum(1).tolist() == [3 + 2, 1]  # "45 56 67" + "456 567"; "45"
+    assert grams[0, 0] == grams[1, 0]  # the same bigram, the same bucket
+    assert len(set(grams[0][valid[0]].tolist())) == 5  # distinct n-grams, distinct buckets here
+    assert (grams >= 0).all() and (grams < 1 << 20).all()
+
+
+@pytest.mark.parametrize("max_order", [2, 4])
+def test_ngram_bag_keeps_padding_invariance_also_for_rows_shorter_than_an_order(max_order):
+    model = make_ngram_model(max_order)
+    with torch.no_grad():
+        for row in ([7], [7, 3], [7, 3, 9, 2, 5]):
+            alone = model(torch.tensor([row]), torch.tensor([len(row)]))
+            padded = torch.zeros(1, 12, dtype=torch.long)
+            padded[0, :len(row)] = torch.tensor(row)
+            torch.testing.assert_close(model(padded, torch.tensor([len(row)])), alone, atol=1e-5, rtol=0)
+
+
+def test_ngram_bag_reads_word_order_the_unigrams_miss():
+    """Same tokens, other order: only the bigrams differ, and with the RNN's output held equal they
+    still change the logits, so the bag is wired into the head."""
+    model = make_ngram_model(2)
+    a, b = torch.tensor([[3, 4, 3, 5]]), torch.tensor([[4, 3, 5, 3]])
+    with torch.no_grad():
+        bag_a = model._ngram_bag(a, torch.tensor([4]))
+        bag_b = model._ngram_bag(b, torch.tensor([4]))
+    assert bag_a.shape == (1, 4)
+    assert not torch.allclose(bag_a, bag_b)
+    assert model.head.in_features == 2 * 2 * HIDDEN + 4
