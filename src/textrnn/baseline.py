@@ -64,7 +64,10 @@ def read_rows(folder: Path, columns: list[str], rows: np.ndarray) -> pa.Table:
     rows = np.asarray(rows, np.int64)
     wanted = np.unique(rows)
     pieces, start = [], 0
-    for shard in list_shards(folder):
+    shards = list_shards(folder)
+    if not shards:
+        raise ValueError(f"{folder}: holds no Parquet shards (rerun the clean stage)")
+    for shard in shards:
         count = pq.read_metadata(shard).num_rows
         lo, hi = np.searchsorted(wanted, [start, start + count])
         if hi > lo:
@@ -73,7 +76,7 @@ def read_rows(folder: Path, columns: list[str], rows: np.ndarray) -> pa.Table:
     if len(wanted) and (wanted[0] < 0 or wanted[-1] >= start):
         raise IndexError(f"{folder}: rows {wanted[0]}..{wanted[-1]} asked for, the split has {start} rows")
     if not pieces:
-        return read_shard(list_shards(folder)[0], columns).slice(0, 0)
+        return read_shard(shards[0], columns).slice(0, 0)
     return pa.concat_tables(pieces).take(pa.array(np.searchsorted(wanted, rows)))
 
 
