@@ -172,12 +172,16 @@ class EvaluateParams:
     baseline: bool = True
     baseline_ngram_max: int = 4
     baseline_c: float = 10.0
+    # Characters of train text the baseline is fitted on: every row when the split fits, else a seeded
+    # random sample up to this many (its memory and time are bounded by this, not by the corpus).
+    baseline_max_chars: int = 5_000_000
     batch_size: int = 256
     worst_mistakes: int = 20
 
     def validate(self) -> None:
         _check_range("evaluate.baseline_ngram_max", self.baseline_ngram_max, low=1)
         _check_range("evaluate.baseline_c", self.baseline_c, low=0.0, low_inclusive=False)
+        _check_range("evaluate.baseline_max_chars", self.baseline_max_chars, low=1)
         _check_range("evaluate.batch_size", self.batch_size, low=1)
 
 
@@ -188,10 +192,14 @@ class ExportParams:
     quantize: bool = False  # also write model.int8.onnx (dynamic int8) and report its accuracy and speed
     parity_atol: float = 1e-4
     parity_min_argmax_agreement: float = 0.999
+    # Test rows compared between onnxruntime and torch (and, with quantize, int8 against fp32): a seeded
+    # sample of this many plus the shortest and longest rows; every row when the split is smaller.
+    parity_max_rows: int = 10_000
     batch_size: int = 256
 
     def validate(self) -> None:
         _check_range("export.opset", self.opset, low=13)
+        _check_range("export.parity_max_rows", self.parity_max_rows, low=1)
         _check_range("export.parity_atol", self.parity_atol, low=0.0, low_inclusive=False)
         _check_range("export.parity_min_argmax_agreement", self.parity_min_argmax_agreement, 0.0, 1.0)
 

@@ -73,17 +73,31 @@ def confusion_rows(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> l
             for i in range(len(names)) for j in range(len(names))]
 
 
-def curve_rows(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[dict]]:
-    """ROC, precision-recall and reliability curves (binary tasks; positive class = index 1)."""
+CURVE_MAX_POINTS = 5000  # a curve has up to one point per test row: beyond this it is thinned evenly
+
+
+def curve_rows(probs: np.ndarray, labels: np.ndarray, max_points: int = CURVE_MAX_POINTS) -> dict[str, list[dict]]:
+    """ROC, precision-recall and reliability curves (binary tasks; positive class = index 1); ROC and PR
+    keep at most `max_points` points (their ends included), so their files and memory do not grow with the
+    test split."""
     out: dict[str, list[dict]] = {}
     if probs.shape[1] == 2 and len(np.unique(labels)) == 2:
         fpr, tpr, _ = roc_curve(labels, probs[:, 1])
-        out["roc"] = [{"fpr": round(float(a), 6), "tpr": round(float(b), 6)} for a, b in zip(fpr, tpr)]
+        keep = _evenly_spaced(len(fpr), max_points)
+        out["roc"] = [{"fpr": round(float(a), 6), "tpr": round(float(b), 6)} for a, b in zip(fpr[keep], tpr[keep])]
         precision, recall, _ = precision_recall_curve(labels, probs[:, 1])
+        keep = _evenly_spaced(len(recall), max_points)
         out["pr"] = [{"recall": round(float(r), 6), "precision": round(float(p), 6)}
-                     for r, p in zip(recall, precision)]
+                     for r, p in zip(recall[keep], precision[keep])]
     out["calibration"] = calibration_rows(probs, labels)
     return out
+
+
+def _evenly_spaced(n: int, max_points: int) -> np.ndarray:
+    """Indices of at most `max_points` of n points, evenly spaced, the first and last included."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
 
 
 def calibration_rows(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict]:

@@ -3,6 +3,12 @@
 Outputs: `metrics_path` (flat DVC metrics) and `out/` with per_class.csv, confusion.csv, roc.csv, pr.csv,
 calibration.csv (DVC plots), mistakes.csv (the most confident errors), top_tokens.csv and mistake_tokens.csv
 (occlusion attributions: see textrnn.explain_report), report.md and PNG figures.
+
+Memory is bounded whatever the corpus size: the RNN's predictions are made in batches from the
+memory-mapped encoded splits, the metrics come from the prediction arrays, the only texts read are those
+of the rows the report shows (its mistakes), and the baseline is fitted on at most
+`evaluate.baseline_max_chars` characters of train text (textrnn.baseline), which metrics.json
+(`baseline_train_rows` of `train_rows`) and report.md record.
 """
 
 from __future__ import annotations
@@ -14,19 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textrnn.baseline import fit_baseline, predict_folder, read_rows
 from textrnn.config import EvaluateParams
 from textrnn.data import EncodedSplit
 from textrnn.explain_report import report_attributions, torch_logits
-from textrnn.io import atomic_dir, read_folder, read_json, write_json
+from textrnn.io import atomic_dir, read_json, write_json
 from textrnn.metrics import (
     confusion_rows,
     curve_rows,
-    full_proba,
     headline_metrics,
     per_class_rows,
     plot_figures,
     softmax,
-    train_baseline,
     write_csv,
 )
 from textrnn.training import load_checkpoint, predict_logits
@@ -49,13 +54,13 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
         labels[split] = np.array(encoded[split].labels)
         probs[split] = softmax(predict_logits(model, encoded[split], p.batch_size, device))
         metrics.update(headline_metrics(probs[split], labels[split], prefix=f"{split}_"))
-    texts = {s: read_folder(clean / s, ["text"]).column("text").to_pylist() for s in ("train", "val", "test")}
     if p.baseline:
-        metrics.update(_baseline_metrics(clean, texts, labels, len(names), p))
+        metrics.update(_baseline_metrics(clean, labels, len(names), p))
         for key in ("test_accuracy", "test_macro_f1"):
             metrics[f"rnn_minus_baseline_{key}"] = round(metrics[key] - metrics[f"baseline_{key}"], 6)
     mistakes = confident_mistake_rows(probs["test"], labels["test"], p.worst_mistakes)
-    mistake_table = confident_mistakes(probs["test"], labels["test"], names, texts["test"], mistakes)
+    mistake_texts = read_rows(clean / "test", ["text"], mistakes).column("text").to_pylist()
+    mistake_table = confident_mistakes(probs["test"], labels["test"], names, mistake_texts, mistakes)
     top_tokens, misled = report_attributions(encoded["test"], probs["test"], mistakes, torch_logits(model), vocab,
                                              names)
     with atomic_dir(out) as tmp:
@@ -71,12 +76,13 @@ def run(clean: Path, vocab_dir: Path, checkpoint: Path, metrics_path: Path, out:
     return metrics
 
 
-def _baseline_metrics(clean: Path, texts: dict, labels: dict, num_classes: int, p: EvaluateParams) -> dict:
-    train_labels = read_folder(clean / "train", ["label_id"]).column("label_id").to_numpy()
-    baseline = train_baseline(texts["train"], train_labels, p.baseline_ngram_max, p.baseline_c, seed=0)
-    out = {}
+def _baseline_metrics(clean: Path, labels: dict, num_classes: int, p: EvaluateParams) -> dict:
+    """The baseline's headline metrics on val and test, and how many train rows it was fitted on."""
+    baseline, sample = fit_baseline(clean / "train", p.baseline_max_chars, p.baseline_ngram_max, p.baseline_c,
+                                    seed=0)
+    out = {"baseline_train_rows": len(sample.rows), "train_rows": sample.total_rows}
     for split in ("val", "test"):
-        probs = full_proba(baseline, texts[split], num_classes)
+        probs = predict_folder(baseline, clean / split, num_classes)
         out.update(headline_metrics(probs, labels[split], prefix=f"baseline_{split}_"))
     return out
 
@@ -99,10 +105,10 @@ def confident_mistake_rows(probs: np.ndarray, labels: np.ndarray, limit: int) ->
 
 def confident_mistakes(probs: np.ndarray, labels: np.ndarray, names: list[str], texts: list[str],
                        order: np.ndarray) -> list[dict]:
-    """The table of the mistakes at rows `order` (confident_mistake_rows)."""
+    """The table of the mistakes at rows `order` (confident_mistake_rows); `texts` are those rows' texts."""
     predicted = probs.argmax(axis=1)
-    return [{"text": texts[i], "true": names[labels[i]], "predicted": names[predicted[i]],
-             "probability": round(float(probs[i, predicted[i]]), 4)} for i in order]
+    return [{"text": text, "true": names[labels[i]], "predicted": names[predicted[i]],
+             "probability": round(float(probs[i, predicted[i]]), 4)} for i, text in zip(order, texts)]
 
 
 def report_markdown(metrics: dict, folder: Path, names: list[str]) -> str:
@@ -114,6 +120,7 @@ def report_markdown(metrics: dict, folder: Path, names: list[str]) -> str:
             continue
         delta = f"{rnn - base:+.4f}" if base is not None else "–"
         lines.append(f"| {key} | {rnn:.4f} | {'–' if base is None else f'{base:.4f}'} | {delta} |")
+    lines += _baseline_sample_lines(metrics)
     lines += ["", "## Confusion matrix (test; rows = actual)", "",
               "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     with open(folder / "confusion.csv", encoding="utf-8") as handle:
@@ -126,6 +133,17 @@ def report_markdown(metrics: dict, folder: Path, names: list[str]) -> str:
             text = row["text"][:80].replace("|", "\\|")
             lines.append(f"| {text} | {row['true']} | {row['predicted']} | {row['probability']} |")
     return "\n".join(lines + _attribution_lines(folder, names)) + "\n"
+
+
+def _baseline_sample_lines(metrics: dict) -> list[str]:
+    """What the baseline was fitted on: every train row, or a seeded sample (evaluate.baseline_max_chars)."""
+    if "baseline_train_rows" not in metrics:
+        return []
+    seen, total = metrics["baseline_train_rows"], metrics["train_rows"]
+    how = "every train row" if seen == total else (
+        f"a seeded random sample of {seen:,} of the {total:,} train rows (evaluate.baseline_max_chars); "
+        "the RNN's metrics are on the same val and test rows")
+    return ["", f"The baseline (TF-IDF character n-grams + logistic regression) was fitted on {how}."]
 
 
 def _attribution_lines(folder: Path, names: list[str]) -> list[str]:
