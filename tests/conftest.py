@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from textrnn.config import Params, PathsParams, load_params
+from textrnn.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
@@ -20,16 +19,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
-def rooted(params: Params, root: Path) -> Params:
-    """The same params with every artifact path moved under `root`."""
-    paths = {f.name: str(root / getattr(params.paths, f.name)) for f in dataclasses.fields(PathsParams)}
-    return dataclasses.replace(params, paths=PathsParams(**paths))
-
-
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Params:
     """The tiny profile (a few hundred rows of the default corpus, tiny model) writing under tmp_path."""
-    return rooted(load_params(TINY), tmp_path)
+    return load_params(TINY).resolved(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +30,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Params:
     """All six stages run once on the tiny profile; tests read (never modify) its outputs."""
     from textrnn.pipeline import STAGE_SPECS, run_stage
 
-    params = rooted(load_params(TINY, {"export.exporter": "torchscript"}), tmp_path_factory.mktemp("built"))
+    params = load_params(TINY, {"export.exporter": "torchscript"}).resolved(tmp_path_factory.mktemp("built"))
     for name in STAGE_SPECS:
         run_stage(name, params)
     return params

@@ -40,6 +40,13 @@ class PathsParams:
     evaluation: str = "metrics/evaluation"
     export: str = "models/export"
 
+    def resolved(self, root: str | Path) -> PathsParams:
+        """Every path made absolute from the project folder `root` (an absolute one stays as it is): a stage
+        then reads and writes the same files whatever directory its process runs in, and two stages can run
+        at once in one process without changing its working directory."""
+        base = Path(root).absolute()
+        return PathsParams(**{f.name: str(base / getattr(self, f.name)) for f in dataclasses.fields(self)})
+
 
 @dataclass(frozen=True)
 class IngestParams:
@@ -232,6 +239,11 @@ class Params:
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
     dvc: DvcParams = field(default_factory=DvcParams)
     promote: PromoteParams = field(default_factory=PromoteParams)
+
+    def resolved(self, root: str | Path) -> Params:
+        """The same params with the artifact paths absolute from the project folder `root` (see
+        PathsParams.resolved). Settings are left as written: cache keys never depend on where a project lives."""
+        return dataclasses.replace(self, paths=self.paths.resolved(root))
 
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}  # type: ignore[misc]

@@ -72,14 +72,15 @@ class SourceError(ValueError):
     """A source that cannot be read at all (missing file, missing column, unknown format)."""
 
 
-def iter_source(p: IngestParams, pool: Executor | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield RAW_SCHEMA batches of at most `p.chunk_rows` rows from the configured source. The readers that
-    work in parallel (`p.workers` at a time) do so in `pool`, the caller's executor shared with its own
-    work on the batches (one set of threads for the cores, not one per task), or in threads of their own."""
+def iter_source(p: IngestParams, pool: Executor | None = None, root: Path = Path(".")) -> Iterator[pa.RecordBatch]:
+    """Yield RAW_SCHEMA batches of at most `p.chunk_rows` rows from the configured source (a relative path
+    is the project's at `root`). The readers that work in parallel (`p.workers` at a time) do so in `pool`,
+    the caller's executor shared with its own work on the batches (one set of threads for the cores, not
+    one per task), or in threads of their own."""
     if p.source == BUILTIN:
         yield from _iter_builtin(p)
         return
-    fs, files, fmt = resolve_source(p)
+    fs, files, fmt = resolve_source(p, root)
     with given_or_new(pool, p.workers) as pool:
         for path in files:
             yield from _read_file(Decompressing(fs), path, fmt, p, pool)
@@ -92,9 +93,17 @@ def _read_file(fs, path: str, fmt: str, p: IngestParams, pool: Executor) -> Iter
     yield from batches
 
 
-def resolve_source(p: IngestParams) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
+def located(source: str, root: Path) -> str:
+    """`ingest.source` as it is opened: a relative local path or glob is the project's (at `root`), not the
+    process's working directory's; a URL, an absolute path and the built-in corpus stay as written."""
+    if source == BUILTIN or "://" in source or "::" in source or Path(source).is_absolute():
+        return source
+    return str(Path(root).absolute() / source)
+
+
+def resolve_source(p: IngestParams, project: Path = Path(".")) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
     """The filesystem, the sorted list of files, and the format of a path, glob or URL."""
-    fs, root = fsspec.core.url_to_fs(p.source)
+    fs, root = fsspec.core.url_to_fs(located(p.source, project))
     if fs.isdir(root):
         fmt = p.format if p.format != "auto" else _guess_dir_format(fs, root)
         if fmt == "folder":
@@ -511,31 +520,32 @@ _READERS = {"csv": _iter_csv, "tsv": _iter_tsv, "jsonl": _iter_jsonl, "parquet":
             "folder": _iter_folder}
 
 
-def source_fingerprint(p: IngestParams) -> dict[str, str]:
+def source_fingerprint(p: IngestParams, root: Path = Path(".")) -> dict[str, str]:
     """What the raw data is, for cache keys: each input file's md5 (local files) or the filesystem's own
-    key for it (remote: size, mtime/ETag), so editing the data reruns ingest and everything after it."""
+    key for it (remote: size, mtime/ETag), so editing the data reruns ingest and everything after it.
+    Relative paths are the project's at `root`."""
     from textrnn.io import file_md5
 
     if p.source == BUILTIN:
-        root = builtin_corpus_dir()
-        return {name: file_md5(root / name) for name in ("neg.txt", "pos.txt")}
-    fs, files, _ = resolve_source(p)
+        corpus = builtin_corpus_dir()
+        return {name: file_md5(corpus / name) for name in ("neg.txt", "pos.txt")}
+    fs, files, _ = resolve_source(p, root)
     targets = sorted(f for path in files for f in (fs.find(path) if fs.isdir(path) else [path]))
     if isinstance(fs, LocalFileSystem):
-        return {_portable(f): file_md5(f) for f in targets}
+        return {_portable(f, root): file_md5(f) for f in targets}
     return {f: fs.ukey(f) for f in targets}
 
 
-def _portable(path: str) -> str:
-    """A local file inside the working folder by its relative path, so the record is the same in every
+def _portable(path: str, root: Path) -> str:
+    """A local file inside the project folder by its relative path, so the record is the same in every
     clone of the project; a file outside it by its absolute path."""
     try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return Path(path).as_posix()
 
 
-def record_source(out: Path, p: IngestParams) -> dict:
+def record_source(out: Path, p: IngestParams, root: Path = Path(".")) -> dict:
     """Write what ingest will read — each input file with its content hash — to `out` (JSON), and return it.
 
     This is ingest's input for DVC and for the flow's cache alike: DVC cannot hash a glob, a URL's listing
@@ -543,7 +553,7 @@ def record_source(out: Path, p: IngestParams) -> dict:
     ingest depends on its output, which changes only when the data does."""
     from textrnn.io import read_json, write_json
 
-    record = {"source": p.source, "files": source_fingerprint(p)}
+    record = {"source": p.source, "files": source_fingerprint(p, root)}  # as written: the same in every clone
     if not (out.is_file() and read_json(out) == record):  # unchanged: leave the file (and its mtime) alone
         write_json(out, record)
     log.info("source: %d file(s) of %s", len(record["files"]), p.source)

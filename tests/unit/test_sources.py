@@ -398,3 +398,18 @@ def test_repeated_values_are_slices_of_runs_built_once_per_size_class():
     before = _run_of.cache_info().misses
     assert repeated("pos", 900).to_pylist() == ["pos"] * 900  # 1024's run, already built
     assert _run_of.cache_info().misses == before
+
+
+def test_a_relative_source_is_the_projects_not_the_working_directorys(tmp_path, monkeypatch):
+    from textrnn.io import file_md5
+    from textrnn.sources import source_fingerprint
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "reviews.csv").write_text("text,label\n很好,pos\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # the process runs elsewhere, as on a Dask worker
+    p = IngestParams(source="data/reviews.csv")
+    rows = pa.Table.from_batches(list(iter_source(p, root=project)), RAW_SCHEMA)
+    assert rows.column("text").to_pylist() == ["很好"]
+    # the record names the file as the project does, whatever the working directory
+    assert source_fingerprint(p, project) == {"data/reviews.csv": file_md5(project / "data" / "reviews.csv")}
