@@ -56,10 +56,12 @@ def pipeline_for(p: Params):
 
 
 @flow(name="textrnn-pipeline", flow_run_name=_flow_run_name, log_prints=True)
-def pipeline(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
-    """source, then ingest → clean → vocab → train → evaluate → export, each a content-cached task."""
+def pipeline(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None,
+             profile: str | None = None) -> dict:
+    """source, then ingest → clean → vocab → train → evaluate → export, each a content-cached task.
+    `profile`: a file of values laid over `params_file` (textrnn.config.params_mapping)."""
     root = Path.cwd().absolute()  # the project: where the flow was started (a deployment's working directory)
-    p = load_params(params_file, overrides)
+    p = load_params(params_file, overrides, profile=profile)
     digest = section_digest(p)
     if p.dvc.commit:
         check_can_commit(root)  # before hours of stages, not after them

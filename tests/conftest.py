@@ -11,6 +11,7 @@ from textrnn.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 
 # Offline and inside the project, whatever the caller's environment says.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -22,7 +23,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Params:
     """The tiny profile (a few hundred rows of the default corpus, tiny model) writing under tmp_path."""
-    return load_params(TINY).resolved(tmp_path)
+    return load_params(PARAMS, profile=TINY).resolved(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +31,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Params:
     """All six stages run once on the tiny profile; tests read (never modify) its outputs."""
     from textrnn.pipeline import STAGE_SPECS, run_stage
 
-    params = load_params(TINY, {"export.exporter": "torchscript"}).resolved(tmp_path_factory.mktemp("built"))
+    params = load_params(PARAMS, {"export.exporter": "torchscript"}, profile=TINY)
+    params = params.resolved(tmp_path_factory.mktemp("built"))
     for name in STAGE_SPECS:
         run_stage(name, params)
     return params

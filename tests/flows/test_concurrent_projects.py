@@ -25,13 +25,14 @@ from textrnn.sources import record_source
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 DATA_STAGES = ("ingest", "clean", "vocab")
 # Other params per project, so that their keys and outputs differ (and a mix-up would show).
 OVERRIDES = {"a": {}, "b": {"ingest.max_rows_per_file": 200, "vocab.min_freq": 2}}
 
 
 def _params(project: str) -> Params:
-    return load_params(TINY, OVERRIDES[project])  # paths relative, as params.yaml writes them
+    return load_params(PARAMS, OVERRIDES[project], profile=TINY)  # paths relative, as params.yaml writes them
 
 
 def _serial_reference(root: Path, p: Params) -> dict[str, str]:
@@ -99,7 +100,7 @@ from textrnn.pipeline import STAGE_SPECS
 def two_projects(roots: list[str], overrides: list[dict]) -> list[dict]:
     ends = []
     for root, extra in zip(roots, overrides):
-        p = load_params(sys.argv[1], extra)
+        p = load_params(sys.argv[1], extra, profile=sys.argv[2])
         previous = source.submit(p.paths, p.ingest, root)
         for stage in ("ingest", "clean", "vocab"):
             sections = {s: getattr(p, s) for s in STAGE_SPECS[stage].sections}
@@ -109,7 +110,7 @@ def two_projects(roots: list[str], overrides: list[dict]) -> list[dict]:
     return [end.result() for end in ends]
 
 
-two_projects(sys.argv[2:], [{}, {"ingest.max_rows_per_file": 200, "vocab.min_freq": 2}])
+two_projects(sys.argv[3:], [{}, {"ingest.max_rows_per_file": 200, "vocab.min_freq": 2}])
 """
 
 
@@ -124,8 +125,8 @@ def test_two_projects_in_one_prefect_flow_on_its_thread_pool(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     roots = [tmp_path / name for name in OVERRIDES]
-    result = subprocess.run([sys.executable, str(script), str(TINY), *map(str, roots)], cwd=elsewhere, env=env,
-                            capture_output=True, text=True, timeout=600)
+    command = [sys.executable, str(script), str(PARAMS), str(TINY), *map(str, roots)]
+    result = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     for name, root in zip(OVERRIDES, roots):
         reference = tmp_path / "reference" / name
