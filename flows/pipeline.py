@@ -8,19 +8,19 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.clean import clean
-from tasks.dvc import dvc_commit
-from tasks.evaluate import evaluate, publish_evaluation
-from tasks.export import export
-from tasks.ingest import ingest, source
-from tasks.train import train
-from tasks.vocab import vocab
 from textrnn.config import Params, load_params, section_digest
 from textrnn.dvc_sync import check_can_commit
 from textrnn.freshness import outputs_fresh, stage_key
 from textrnn.io import read_json
 from textrnn.locking import LOCK_PATH, project_lock
 from textrnn.pipeline import STAGE_SPECS
+from textrnn_tasks.clean import clean
+from textrnn_tasks.dvc import dvc_commit
+from textrnn_tasks.evaluate import evaluate, publish_evaluation
+from textrnn_tasks.export import export
+from textrnn_tasks.ingest import ingest, source
+from textrnn_tasks.train import train
+from textrnn_tasks.vocab import vocab
 
 STAGE_TASKS = {"ingest": ingest, "clean": clean, "vocab": vocab, "train": train, "evaluate": evaluate,
                "export": export}

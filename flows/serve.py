@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect.schedules import Cron
 
-from flows.pipeline import pipeline
 from textrnn.config import Params
+from textrnn_flows.pipeline import pipeline
 
 DEPLOYMENT_NAME = "textrnn-scheduled"
 

@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         check_can_commit(Path.cwd())
     set_local_state_defaults(Path.cwd())
-    from flows.pipeline import pipeline_for
+    from textrnn_flows.pipeline import pipeline_for
 
     result = pipeline_for(params)(params_file=args.params, overrides=overrides_from_args(args), profile=args.profile)
     metrics = json.loads(Path(params.paths.metrics).read_text(encoding="utf-8"))
@@ -232,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     params = load_from_args(args)
     set_local_state_defaults(Path.cwd())
-    from flows.serve import serve
+    from textrnn_flows.serve import serve
 
     serve(params, params_file=args.params, profile=args.profile)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -124,6 +125,19 @@ def test_src_textrnn_imports_no_prefect():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "prefect" or n.startswith("prefect.") for n in names), path
+
+
+def test_the_prefect_layers_install_under_names_of_their_own():
+    """tasks/ and flows/ install as textrnn_tasks and textrnn_flows: top-level `tasks` or `flows` in
+    site-packages would collide with any other package (or a user's folder) of that name."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert {name.split(".")[0] for name in setuptools["packages"]} == {"textrnn", "textrnn_tasks", "textrnn_flows"}
+    assert setuptools["package-dir"] == {"": "src", "textrnn_tasks": "tasks", "textrnn_flows": "flows"}
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "tasks").rglob("*.py"), *(REPO / "flows").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("tasks", "flows") for n in names), path
 
 
 def test_no_pickle_on_load_paths():

@@ -55,8 +55,8 @@ def _relative(hashes: dict[str, str], root: Path) -> dict[str, str]:
 
 
 def test_two_projects_stage_tasks_run_at_once_from_another_directory(tmp_path, monkeypatch):
-    from flows.pipeline import STAGE_TASKS
-    from tasks.ingest import source
+    from textrnn_flows.pipeline import STAGE_TASKS
+    from textrnn_tasks.ingest import source
 
     expected = {name: _relative(_serial_reference(tmp_path / "reference" / name, _params(name)),
                                 tmp_path / "reference" / name) for name in OVERRIDES}
@@ -90,8 +90,8 @@ def test_two_projects_stage_tasks_run_at_once_from_another_directory(tmp_path, m
 FLOW = """
 import sys
 from prefect import flow
-from flows.pipeline import STAGE_TASKS
-from tasks.ingest import source
+from textrnn_flows.pipeline import STAGE_TASKS
+from textrnn_tasks.ingest import source
 from textrnn.config import load_params
 from textrnn.pipeline import STAGE_SPECS
 
