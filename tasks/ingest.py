@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from textrnn.config import IngestParams, PathsParams
-from textrnn.sources import record_source
+from textrnn.source_record import record_source
 from textrnn_tasks._stage import stage_task
 
 ingest = stage_task("ingest", retries=3, retry_delay_seconds=[10, 30, 90], timeout_seconds=6 * 3600)

@@ -135,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from textrnn.freshness import run_recorded
     from textrnn.locking import project_lock
-    from textrnn.sources import record_source
+    from textrnn.source_record import record_source
 
     check_runs_this_projects_code(Path.cwd())
     params = load_from_args(args)

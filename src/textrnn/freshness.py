@@ -34,7 +34,7 @@ def stage_key(name: str, params: Params, root: Path = Path(".")) -> str:
         "stage": name,
         # Named by role (paths.<key>), hashed by content: moving the data elsewhere changes nothing, and
         # outputs at a new location are simply missing there, which outputs_fresh catches.
-        # ingest's input is paths.source, the record of its files' hashes (textrnn.sources.record_source).
+        # ingest's input is paths.source, the record of its files' hashes (textrnn.source_record.record_source).
         "inputs": {key: content_hash(getattr(paths, key)) for key in spec.deps},
         "params": {s: dataclasses.asdict(getattr(params, s)) for s in spec.sections},
         "code": {f.name: file_md5(f) for f in code_files(name)},

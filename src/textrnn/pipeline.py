@@ -66,7 +66,7 @@ def _export(p: Params, root: Path):
 
 
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in (
-    # `source` (textrnn.sources.record_source, run first by the flow and by dvc.yaml) lists ingest's input.
+    # `source` (textrnn.source_record.record_source, run first by the flow and by dvc.yaml) lists ingest's input.
     StageSpec("ingest", ("source",), ("raw",), ("ingest",), _ingest),
     StageSpec("clean", ("raw",), ("clean", "rejects"), ("clean",), _clean),
     StageSpec("vocab", ("clean",), ("vocab",), ("vocab",), _vocab),

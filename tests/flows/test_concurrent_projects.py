@@ -21,7 +21,7 @@ from textrnn.config import Params, load_params
 from textrnn.freshness import manifest_path, run_recorded, stage_key
 from textrnn.io import content_hash, read_json
 from textrnn.pipeline import STAGE_SPECS, stage_paths
-from textrnn.sources import record_source
+from textrnn.source_record import record_source
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"

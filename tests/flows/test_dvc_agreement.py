@@ -23,7 +23,7 @@ STAGES = ("ingest", "clean", "vocab", "train", "evaluate", "export")
 def _write_corpus(path: Path, flip: bool = False, per_label: int = 200) -> int:
     """Reviews of the built-in corpus as a user's CSV (`per_label` lines of each file); `flip` swaps every
     label. Returns the number of rows."""
-    from textrnn.sources import builtin_corpus_dir
+    from textrnn.readers import builtin_corpus_dir
 
     rows = []
     for name, label in (("neg.txt", "neg"), ("pos.txt", "pos")):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textrnn.config import load_params
 from textrnn.freshness import outputs_fresh, record_outputs, stage_key
-from textrnn.sources import record_source
+from textrnn.source_record import record_source
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"

@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 from textrnn.config import IngestParams
 from textrnn.io import atomic_dir, shard_name, write_json_into, write_table
 from textrnn.parallel import in_order, make_executor
-from textrnn.sources import RAW_SCHEMA, iter_source
+from textrnn.raw_batch import RAW_SCHEMA
+from textrnn.sources import iter_source
 
 log = logging.getLogger(__name__)
 
