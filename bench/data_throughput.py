@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textrnn.sources import builtin_corpus_dir
+from textrnn.readers import builtin_corpus_dir
 
 CLAUSE_SPLIT = re.compile(r"(?<=[，。！？；,.!?;])")
 

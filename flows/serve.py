@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from prefect.schedules import Cron
 
-from flows.pipeline import pipeline
 from textrnn.config import Params
+from textrnn_flows.pipeline import pipeline
 
 DEPLOYMENT_NAME = "textrnn-scheduled"
 
 
-def serve(params: Params, params_file: str = "params.yaml") -> None:
+def serve(params: Params, params_file: str = "params.yaml", profile: str | None = None) -> None:
     pipeline.serve(
         name=DEPLOYMENT_NAME,
         schedules=[Cron(params.schedule.cron, timezone=params.schedule.timezone)],
-        parameters={"params_file": params_file},
+        parameters={"params_file": params_file, **({"profile": profile} if profile else {})},
         tags=["textrnn", "scheduled"],
         description="textrnn: ingest → clean → vocab → train → evaluate → export on a schedule",
         limit=1,  # one pipeline run at a time on this runner (they share the project's outputs)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -20,8 +20,8 @@ def params_for(paths: PathsParams, sections: dict[str, Any], runner: RunnerParam
 
 
 def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
-    with contextlib.chdir(arguments.get("project_dir", ".")):  # relative params paths are the project's
-        return stage_key(context.task.name, params_for(arguments["paths"], arguments["sections"]))
+    params = params_for(arguments["paths"], arguments["sections"])
+    return stage_key(context.task.name, params, Path(arguments.get("project_dir", ".")))
 
 
 def _run_name() -> str:
@@ -37,11 +37,10 @@ def stage_task(name: str, *, retries: int = 0, retry_delay_seconds: list[int] | 
 
     def body(paths: PathsParams, sections: dict[str, Any], runner: RunnerParams | None = None,
              project_dir: str = ".") -> dict:
-        # On a Dask worker the process starts elsewhere: work in the project, as the flow does. (Stage tasks
-        # run one at a time, so changing the process's directory is safe.)
-        with contextlib.chdir(project_dir):
-            # Outputs that `dvc repro` (or an earlier run) produced for this key are reused, not redone.
-            return run_recorded(name, params_for(paths, sections, runner), reuse_fresh=True)
+        # Relative paths are the project's, resolved against `project_dir` (a Dask worker's process starts
+        # elsewhere), never by changing the process's directory, which other tasks share. Outputs that
+        # `dvc repro` (or an earlier run) produced for this key are reused, not redone.
+        return run_recorded(name, params_for(paths, sections, runner), reuse_fresh=True, root=Path(project_dir))
 
     body.__name__ = f"{name}_stage"
     body.__qualname__ = body.__name__

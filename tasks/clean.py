@@ -1,5 +1,5 @@
 """clean task."""
 
-from tasks._stage import stage_task
+from textrnn_tasks._stage import stage_task
 
 clean = stage_task("clean", timeout_seconds=6 * 3600)

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks._stage import stage_task
+from textrnn_tasks._stage import stage_task
 
 REPORT_KEY = "textrnn-evaluation-report"
 PER_CLASS_KEY = "textrnn-per-class-metrics"

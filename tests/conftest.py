@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from textrnn.config import Params, PathsParams, load_params
+from textrnn.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 
 # Offline and inside the project, whatever the caller's environment says.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -20,16 +20,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
-def rooted(params: Params, root: Path) -> Params:
-    """The same params with every artifact path moved under `root`."""
-    paths = {f.name: str(root / getattr(params.paths, f.name)) for f in dataclasses.fields(PathsParams)}
-    return dataclasses.replace(params, paths=PathsParams(**paths))
-
-
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Params:
     """The tiny profile (a few hundred rows of the default corpus, tiny model) writing under tmp_path."""
-    return rooted(load_params(TINY), tmp_path)
+    return load_params(PARAMS, profile=TINY).resolved(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +31,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Params:
     """All six stages run once on the tiny profile; tests read (never modify) its outputs."""
     from textrnn.pipeline import STAGE_SPECS, run_stage
 
-    params = rooted(load_params(TINY, {"export.exporter": "torchscript"}), tmp_path_factory.mktemp("built"))
+    params = load_params(PARAMS, {"export.exporter": "torchscript"}, profile=TINY)
+    params = params.resolved(tmp_path_factory.mktemp("built"))
     for name in STAGE_SPECS:
         run_stage(name, params)
     return params

@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 
 from textrnn import kernels
 from textrnn.io import single_array
+from textrnn.normalisation import Normalisation, normalise, truncate
 from textrnn.parallel import make_executor
-from textrnn.text import Normalisation, normalise, truncate, utf8_buffers
+from textrnn.utf8 import utf8_buffers
 
 SPLITS = ("train", "val", "test")
 # Reason codes written to data/rejects (and counted in data/clean/stats.json).

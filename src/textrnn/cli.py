@@ -17,6 +17,8 @@ from textrnn.serving_settings import add_arguments as add_serve_model_arguments
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--profile", help="a profile laid over the params file: only the values that differ "
+                                          "(e.g. tests/profiles/tiny.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one param (repeatable), e.g. --set train.epochs=2")
 
@@ -60,7 +62,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def load_from_args(args: argparse.Namespace):
-    return load_params(args.params, overrides_from_args(args))
+    return load_params(args.params, overrides_from_args(args), profile=args.profile)
 
 
 def set_local_state_defaults(root: Path) -> None:
@@ -119,9 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         check_can_commit(Path.cwd())
     set_local_state_defaults(Path.cwd())
-    from flows.pipeline import pipeline_for
+    from textrnn_flows.pipeline import pipeline_for
 
-    result = pipeline_for(params)(params_file=args.params, overrides=overrides_from_args(args))
+    result = pipeline_for(params)(params_file=args.params, overrides=overrides_from_args(args), profile=args.profile)
     metrics = json.loads(Path(params.paths.metrics).read_text(encoding="utf-8"))
     print(f"model:    {params.paths.export}/ (ONNX bundle), checkpoint {params.paths.checkpoint}")
     print(f"metrics:  {params.paths.metrics}, report {params.paths.evaluation}/report.md")
@@ -133,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from textrnn.freshness import run_recorded
     from textrnn.locking import project_lock
-    from textrnn.sources import record_source
+    from textrnn.source_record import record_source
 
     check_runs_this_projects_code(Path.cwd())
     params = load_from_args(args)
@@ -230,9 +232,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     params = load_from_args(args)
     set_local_state_defaults(Path.cwd())
-    from flows.serve import serve
+    from textrnn_flows.serve import serve
 
-    serve(params, params_file=args.params)
+    serve(params, params_file=args.params, profile=args.profile)
     return 0
 
 

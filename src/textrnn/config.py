@@ -40,6 +40,13 @@ class PathsParams:
     evaluation: str = "metrics/evaluation"
     export: str = "models/export"
 
+    def resolved(self, root: str | Path) -> PathsParams:
+        """Every path made absolute from the project folder `root` (an absolute one stays as it is): a stage
+        then reads and writes the same files whatever directory its process runs in, and two stages can run
+        at once in one process without changing its working directory."""
+        base = Path(root).absolute()
+        return PathsParams(**{f.name: str(base / getattr(self, f.name)) for f in dataclasses.fields(self)})
+
 
 @dataclass(frozen=True)
 class IngestParams:
@@ -247,19 +254,22 @@ class Params:
     dvc: DvcParams = field(default_factory=DvcParams)
     promote: PromoteParams = field(default_factory=PromoteParams)
 
+    def resolved(self, root: str | Path) -> Params:
+        """The same params with the artifact paths absolute from the project folder `root` (see
+        PathsParams.resolved). Settings are left as written: cache keys never depend on where a project lives."""
+        return dataclasses.replace(self, paths=self.paths.resolved(root))
+
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}  # type: ignore[misc]
 _HINTS = typing.get_type_hints(Params)
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read params.yaml, apply `section.key=value` overrides, validate every value."""
-    path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: params file not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of sections")
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None,
+                profile: str | Path | None = None) -> Params:
+    """Read params.yaml, lay a profile's values over it, apply `section.key=value` overrides, validate every
+    value."""
+    origin = f"{path} + {profile}" if profile else str(path)
+    raw = params_mapping(path, profile)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
@@ -268,25 +278,56 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         if not isinstance(raw[section], dict):
             raise ParamsError(f"{path}: section {section!r} must be a mapping")
         raw[section][key] = value
-    return params_from_dict(raw, origin=str(path))
+    return params_from_dict(raw, origin=origin)
+
+
+def params_mapping(path: str | Path = "params.yaml", profile: str | Path | None = None) -> dict[str, Any]:
+    """params.yaml's sections as written, with a profile's values laid over them. A profile (e.g.
+    tests/profiles/tiny.yaml) holds only the values that differ from params.yaml, so a new setting needs
+    no copy in every profile; each of its keys must name a setting, or it is refused naming the profile."""
+    raw = _read_mapping(Path(path))
+    if profile is None:
+        return raw
+    overlay = _read_mapping(Path(profile))
+    _check_names(overlay, str(profile))
+    for section, values in overlay.items():
+        raw[section] = {**(raw.get(section) or {}), **(values or {})}
+    return raw
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return raw
 
 
 def params_from_dict(raw: dict[str, Any], origin: str = "params") -> Params:
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ParamsError(f"{origin}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    _check_names(raw, origin)
     sections = {name: _build_section(name, _HINTS[name], raw.get(name) or {}, origin) for name in SECTIONS}
     return Params(**sections)
 
 
-def _build_section(name: str, cls: type, values: dict[str, Any], origin: str) -> Any:
-    if not isinstance(values, dict):
-        raise ParamsError(f"{origin}: section {name!r} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(allowed))
+def _check_names(raw: dict[str, Any], origin: str) -> None:
+    """Unknown sections and keys are refused, naming the file and what is allowed."""
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ParamsError(f"{origin}: unknown key(s) {[f'{name}.{k}' for k in unknown]}; allowed: {allowed}")
+        raise ParamsError(f"{origin}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            if values is None:
+                continue
+            raise ParamsError(f"{origin}: section {name!r} must be a mapping, got {values!r}")
+        allowed = [f.name for f in dataclasses.fields(_HINTS[name])]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ParamsError(f"{origin}: unknown key(s) {[f'{name}.{k}' for k in unknown]}; allowed: {allowed}")
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
     kwargs = {key: _coerce(f"{name}.{key}", value, hints[key]) for key, value in values.items()}
     section = cls(**kwargs)
     if hasattr(section, "validate"):

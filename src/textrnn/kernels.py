@@ -5,8 +5,9 @@ of the dedup index's sorted runs and its lookups; and a UTF-8 check 32 bytes at 
 
 Each pass of Arrow compute (and each numpy step) reads and writes the whole batch once, and normalising
 and tokenising took a dozen such passes. These loops do the same work in one pass per row, with the
-per-character decisions looked up in tables that `textrnn.text` builds from the same engines (utf8proc,
-RE2, Arrow) that define the Arrow passes, so the results are the same (property tests compare them).
+per-character decisions looked up in tables that `textrnn.normalisation` and `textrnn.tokenisation` build
+from the same engines (utf8proc, RE2, Arrow) that define the Arrow passes, so the results are the same
+(property tests compare them).
 
 They are written in Cython (`_kernels.pyx`) and compiled when the package is installed (`make setup`, i.e.
 `pip install -e .`): importing them costs a millisecond, where a JIT compiler's start-up cost each stage

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from textrnn.explain import occlusion, top_units
-from textrnn.text import normalise, tokenise, truncate
+from textrnn.normalisation import normalise, truncate
+from textrnn.tokenisation import tokenise
 from textrnn.vocab import PAD_ID, Vocabulary, encode
 
 ONNX_FILE = "model.onnx"

@@ -11,7 +11,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from textrnn.predict import Prediction, Predictor
-from textrnn.sources import decode_utf8
+from textrnn.raw_batch import decode_utf8
 
 
 def read_lines(stream) -> tuple[list[str | None], list[str]]:

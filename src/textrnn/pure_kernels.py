@@ -1,12 +1,12 @@
 """numpy/Arrow stand-ins for the compiled kernels that inference needs, for an installation without them.
 
-`textrnn.kernels` falls back to this module when the extension is not built (an installation on a
-platform with no C compiler, or a wheel without it) or when TEXTRNN_PURE=1. It covers exactly the
-tokeniser's path: normalisation (left whole to the Arrow passes, which define it: `text._normalise_with_arrow`),
-the splice of rows those passes rewrite, and the cut of texts into tokens and token ids. Each function takes and
-returns what its compiled namesake does, and gives the same ids (property tests compare them); the loops
-are numpy passes over the whole batch, never a Python loop per token. The training stages' kernels
-(hashing, counting, CSV scanning) are not here: they raise, naming the install that has them.
+`textrnn.kernels` falls back to this module when the extension is not built (an installation on a platform
+with no C compiler, or a wheel without it) or when TEXTRNN_PURE=1. It covers exactly the tokeniser's path:
+normalisation (left whole to the Arrow passes, which define it: `normalisation._normalise_with_arrow`), the
+splice of rows those passes rewrite, and the cut of texts into tokens and token ids. Each function takes and
+returns what its compiled namesake does, and gives the same ids (property tests compare them); the loops are
+numpy passes over the whole batch, never a Python loop per token. The training stages' kernels (hashing,
+counting, CSV scanning) are not here: they raise, naming the install that has them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ SOURCE_MD5 = "pure"  # keys the code-point tables saved on disk apart from the c
 
 
 def normalise_common(data, offsets, valid, flags, traits, lower):
-    """Leaves every row to the Arrow passes (status LEFT_TO_ARROW, rows empty): `text.normalise` then
-    normalises them all as `_normalise_with_arrow` does, which is the definition the compiled pass follows."""
+    """Leaves every row to the Arrow passes (status LEFT_TO_ARROW, rows empty): `normalisation.normalise`
+    then normalises them all as `_normalise_with_arrow` does, which is the definition the compiled pass follows."""
     rows = len(offsets) - 1
     return np.zeros(0, np.uint8), np.zeros(rows + 1, np.int64), np.full(rows, LEFT_TO_ARROW, np.uint8)
 

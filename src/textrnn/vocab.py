@@ -14,19 +14,9 @@ import pyarrow.compute as pc
 
 from textrnn import kernels
 from textrnn.data import narrowest_ids_dtype
-from textrnn.text import (
-    WORD_CODE_BASE,
-    Normalisation,
-    TokenCodes,
-    WordTable,
-    count_tokens,
-    normalise,
-    strings_of_code_points,
-    token_codes,
-    token_ids,
-    truncate,
-    word_table,
-)
+from textrnn.normalisation import Normalisation, normalise, truncate
+from textrnn.tokenisation import WORD_CODE_BASE, TokenCodes, WordTable, count_tokens, token_codes, token_ids, word_table
+from textrnn.utf8 import strings_of_code_points
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1

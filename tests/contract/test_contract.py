@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -95,9 +96,18 @@ def test_params_yaml_sections_and_keys_match_the_dataclasses():
         assert set(PARAMS[name]) == fields, f"params.yaml [{name}] and {cls} differ"
 
 
-def test_tiny_profile_has_the_same_keys_as_params_yaml():
-    tiny = yaml.safe_load((REPO / "tests" / "profiles" / "tiny.yaml").read_text())
-    assert {s: set(v) for s, v in tiny.items()} == {s: set(v) for s, v in PARAMS.items()}
+def test_every_key_of_every_profile_is_a_key_of_params_yaml():
+    """Profiles are overlays holding only the values that differ; a key params.yaml lacks is a typo or a
+    setting that was renamed."""
+    profiles = sorted((REPO / "tests" / "profiles").glob("*.yaml"))
+    assert profiles
+    for profile in profiles:
+        overlay = yaml.safe_load(profile.read_text(encoding="utf-8"))
+        assert set(overlay) <= set(PARAMS), profile.name
+        for section, values in overlay.items():
+            assert set(values) <= set(PARAMS[section]), f"{profile.name} [{section}]"
+            unchanged = sorted(k for k, v in values.items() if PARAMS[section][k] == v)
+            assert not unchanged, f"{profile.name} [{section}] repeats params.yaml's {unchanged}: drop them"
 
 
 def test_every_path_in_params_is_used_by_a_stage():
@@ -115,6 +125,19 @@ def test_src_textrnn_imports_no_prefect():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "prefect" or n.startswith("prefect.") for n in names), path
+
+
+def test_the_prefect_layers_install_under_names_of_their_own():
+    """tasks/ and flows/ install as textrnn_tasks and textrnn_flows: top-level `tasks` or `flows` in
+    site-packages would collide with any other package (or a user's folder) of that name."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert {name.split(".")[0] for name in setuptools["packages"]} == {"textrnn", "textrnn_tasks", "textrnn_flows"}
+    assert setuptools["package-dir"] == {"": "src", "textrnn_tasks": "tasks", "textrnn_flows": "flows"}
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "tasks").rglob("*.py"), *(REPO / "flows").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("tasks", "flows") for n in names), path
 
 
 def test_no_pickle_on_load_paths():

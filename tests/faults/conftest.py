@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textrnn.config import Params
+from textrnn.config import Params, params_mapping
 
-TINY = Path(__file__).resolve().parents[2] / "tests" / "profiles" / "tiny.yaml"
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 
 
 @pytest.fixture
@@ -19,7 +21,7 @@ def project(built: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     with the params it was built with (torchscript export)."""
     root = tmp_path / "project"
     shutil.copytree(Path(built.paths.raw).parents[1], root)
-    tiny = yaml.safe_load(TINY.read_text())
+    tiny = params_mapping(PARAMS, TINY)
     tiny["export"]["exporter"] = "torchscript"
     (root / "params.yaml").write_text(yaml.safe_dump(tiny))
     monkeypatch.chdir(root)

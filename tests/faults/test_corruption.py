@@ -22,6 +22,7 @@ from textrnn.pipeline import STAGE_SPECS, run_stage, stage_paths
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 OVERRIDES = {"export.exporter": "torchscript"}
 
 
@@ -51,7 +52,7 @@ CASES = {
 
 def _params() -> Params:
     """The tiny profile with relative paths: manifests and artifacts resolve against the project folder."""
-    return load_params(TINY, OVERRIDES)
+    return load_params(PARAMS, OVERRIDES, profile=TINY)
 
 
 @pytest.fixture

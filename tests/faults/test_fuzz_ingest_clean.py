@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from textrnn.cleaning import REASONS, SPLITS
 from textrnn.config import CleanParams, IngestParams
-from textrnn.sources import SourceError
+from textrnn.readers import SourceError
 from textrnn.stages import clean, ingest
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,

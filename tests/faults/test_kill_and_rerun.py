@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textrnn.config import load_params
+from textrnn.config import load_params, params_mapping
 from textrnn.io import TMP_MARK, content_hash
 from textrnn.pipeline import STAGE_SPECS, run_stage
 from textrnn.stages.train import read_live_log
@@ -22,11 +22,12 @@ from textrnn.stages.train import read_live_log
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 OVERRIDES = {"export": {"exporter": "torchscript"}, "train": {"epochs": 3, "patience": 3}}
 
 
 def _write_params(project: Path) -> None:
-    params = yaml.safe_load(TINY.read_text())
+    params = params_mapping(PARAMS, TINY)
     for section, values in OVERRIDES.items():
         params[section].update(values)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -49,7 +50,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(name: str) -> list[str]:
-    params = load_params(TINY)
+    params = load_params(PARAMS, profile=TINY)
     return [getattr(params.paths, key) for key in STAGE_SPECS[name].outs]
 
 
@@ -106,7 +107,7 @@ def test_killed_stage_reruns_to_identical_outputs_without_temps(name, reference,
 
 def test_training_killed_after_an_epoch_resumes_and_ends_with_the_same_weights(reference, tmp_path):
     root = _project_before("train", reference, tmp_path)
-    state = load_params(TINY).paths.train_state
+    state = load_params(PARAMS, profile=TINY).paths.train_state
     _start_and_kill(root, ["stage", "train"], (root / state).exists)  # the resumable state appears after epoch 1
     assert (root / state).exists()
     log = _rerun(root, "train")
@@ -136,7 +137,7 @@ def test_killed_flow_reruns_to_the_same_outputs_without_temps(reference, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     for name in STAGE_SPECS:
         for out in _outputs(name):
-            if out == load_params(TINY).paths.train_log:  # the epoch log holds measured seconds
+            if out == load_params(PARAMS, profile=TINY).paths.train_log:  # the epoch log holds measured seconds
                 assert _without_timings(project / out) == _without_timings(reference / out)
             else:
                 assert content_hash(project / out) == content_hash(reference / out), out

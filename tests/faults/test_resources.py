@@ -30,11 +30,12 @@ from textrnn.pipeline import STAGE_SPECS, run_stage, stage_paths
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 STAGES = list(STAGE_SPECS)
 
 
 def _params(**paths: str) -> Params:
-    params = load_params(TINY, {"export.exporter": "torchscript"})
+    params = load_params(PARAMS, {"export.exporter": "torchscript"}, profile=TINY)
     return dataclasses.replace(params, paths=dataclasses.replace(params.paths, **paths))
 
 

@@ -18,12 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from textrnn.config import params_mapping
 from textrnn.io import write_table
 from textrnn.pipeline import STAGE_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "SECRET-PLANTED-1234",
     "AWS_ACCESS_KEY_ID": "AKIASECRETPLANTED999",
@@ -80,7 +82,7 @@ def test_the_scanner_finds_a_secret_inside_compressed_parquet_and_zip(tmp_path):
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     """The six stages and a prediction run as CLI subprocesses with the secrets in their environment."""
     root = tmp_path_factory.mktemp("secrets")
-    params = yaml.safe_load(TINY.read_text())
+    params = params_mapping(PARAMS, TINY)
     params["export"]["exporter"] = "torchscript"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, **SECRETS, "TEXTRNN_PLANTED": SECRETS["AWS_SECRET_ACCESS_KEY"]}

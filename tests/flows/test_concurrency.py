@@ -4,18 +4,20 @@ first run's outputs alone."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from textrnn.config import params_mapping
 from textrnn.locking import LOCK_PATH, ProjectBusyError, project_lock
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 
 
 def test_lock_is_exclusive_and_released(tmp_path, monkeypatch):
@@ -28,7 +30,7 @@ def test_lock_is_exclusive_and_released(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command", [["stage", "ingest"], ["run"]])
 def test_second_run_fails_at_once_while_the_project_is_busy(tmp_path, monkeypatch, command):
-    shutil.copyfile(TINY, tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_mapping(PARAMS, TINY)))
     monkeypatch.chdir(tmp_path)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     env.pop("PREFECT_API_URL", None)

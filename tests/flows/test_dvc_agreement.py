@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.flows.test_pipeline_e2e import BIN, REPO, TINY, _run, _task_states
+from tests.flows.test_pipeline_e2e import BIN, PARAMS, REPO, TINY, _run, _task_states
+from textrnn.config import params_mapping
 from textrnn.io import content_hash
 
 STAGES = ("ingest", "clean", "vocab", "train", "evaluate", "export")
@@ -22,7 +23,7 @@ STAGES = ("ingest", "clean", "vocab", "train", "evaluate", "export")
 def _write_corpus(path: Path, flip: bool = False, per_label: int = 200) -> int:
     """Reviews of the built-in corpus as a user's CSV (`per_label` lines of each file); `flip` swaps every
     label. Returns the number of rows."""
-    from textrnn.sources import builtin_corpus_dir
+    from textrnn.readers import builtin_corpus_dir
 
     rows = []
     for name, label in (("neg.txt", "neg"), ("pos.txt", "pos")):
@@ -43,7 +44,7 @@ def _make_committed_project(root: Path) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copyfile(REPO / name, root / name)
-    params = yaml.safe_load(TINY.read_text(encoding="utf-8"))
+    params = params_mapping(PARAMS, TINY)
     params["ingest"].update(source="corpus.csv", max_rows_per_file=0)
     params["export"]["exporter"] = "torchscript"  # the faster exporter: this module is about bookkeeping
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from textrnn.config import params_mapping
 from textrnn.io import content_hash
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 UP_TO_DATE = {"source": ["always changed"]}  # every other stage up to date
 ARTIFACTS = ["data/raw", "data/clean", "data/rejects", "data/vocab", "models/checkpoint.pt",
              "metrics/metrics.json", "metrics/evaluation", "models/export/vocab.json"]
@@ -51,7 +54,7 @@ def _make_project(root: Path) -> Path:
     root.mkdir(exist_ok=True)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copyfile(TINY, root / "params.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(params_mapping(PARAMS, TINY)))
     _run(["git", "init", "-q"], root)
     _run([str(BIN / "dvc"), "init", "-q"], root)
     return root

@@ -4,7 +4,6 @@ the tiny profile, read the run back from the API, and register the served deploy
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,10 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+
+from textrnn.config import params_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 STAGES = ("ingest", "clean", "vocab", "train", "evaluate", "export")
 
 
@@ -68,7 +71,7 @@ def _client_env(api: str, env: dict, project: Path) -> dict:
 
 def test_flow_run_is_recorded_in_the_server(server, tmp_path):
     api, env = server
-    shutil.copyfile(TINY, tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_mapping(PARAMS, TINY)))
     result = subprocess.run([str(BIN / "textrnn"), "run"], cwd=tmp_path, env=_client_env(api, env, tmp_path),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -86,7 +89,7 @@ def test_flow_run_is_recorded_in_the_server(server, tmp_path):
 
 def test_serve_registers_the_deployment_with_the_cron_schedule(server, tmp_path):
     api, env = server
-    shutil.copyfile(TINY, tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_mapping(PARAMS, TINY)))
     process = subprocess.Popen([str(BIN / "textrnn"), "serve", "--set", "schedule.cron=15 2 * * *"],
                                cwd=tmp_path, env=_client_env(api, env, tmp_path), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -114,7 +117,7 @@ def test_flow_on_a_dask_cluster_matches_the_local_run(server, tmp_path, monkeypa
     local, remote = tmp_path / "local", tmp_path / "dask"
     for project in (local, remote):
         project.mkdir()
-        shutil.copyfile(TINY, project / "params.yaml")
+        (project / "params.yaml").write_text(yaml.safe_dump(params_mapping(PARAMS, TINY)))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         for project, extra in ((local, []), (remote, ["--set", f"runner.dask_address={cluster.scheduler_address}"])):
             result = subprocess.run([str(BIN / "textrnn"), "run", *extra], cwd=project,

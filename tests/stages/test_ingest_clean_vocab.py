@@ -17,10 +17,10 @@ from textrnn.cleaning import REASONS, SPLITS
 from textrnn.config import CleanParams, IngestParams, Params
 from textrnn.data import EncodedSplit
 from textrnn.io import TMP_MARK, content_hash, list_shards, read_folder, read_json
-from textrnn.sources import RAW_SCHEMA
+from textrnn.raw_batch import RAW_SCHEMA
 from textrnn.stages import clean, ingest, vocab
 from textrnn.stages.clean import CLEAN_SCHEMA, REJECT_SCHEMA
-from textrnn.text import tokenise
+from textrnn.tokenisation import tokenise
 from textrnn.vocab import PAD, UNK, Vocabulary, encode
 
 
@@ -198,7 +198,7 @@ def test_vocab_with_jieba_encodes_the_tokens_its_counting_saved(tiny_run, tmp_pa
 
 
 def test_raw_shards_have_the_same_bytes_however_the_reader_blocks_its_input(tmp_path, monkeypatch):
-    from textrnn import sources
+    from textrnn import readers
 
     source = tmp_path / "corpus.csv"
     # Shards of more than one Parquet page (1 MB), where page boundaries could follow the batches.
@@ -206,7 +206,7 @@ def test_raw_shards_have_the_same_bytes_however_the_reader_blocks_its_input(tmp_
     source.write_text("text,label\n" + "".join(f"{review}{i},pos\n" for i in range(3000)), encoding="utf-8")
     params = IngestParams(source=str(source), chunk_rows=1500)
     ingest.run(tmp_path / "one_block", params)
-    monkeypatch.setattr(sources, "_BLOCK", 1 << 16)  # Arrow's batches now end inside every shard
+    monkeypatch.setattr(readers, "_BLOCK", 1 << 16)  # Arrow's batches now end inside every shard
     ingest.run(tmp_path / "small_blocks", params)
     ingest.run(tmp_path / "two_workers", dataclasses.replace(params, workers=2))  # segments parsed side by side
     assert content_hash(tmp_path / "one_block") == content_hash(tmp_path / "small_blocks")

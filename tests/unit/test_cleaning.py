@@ -26,8 +26,8 @@ from textrnn.cleaning import (
     save_keys,
     text_hashes,
 )
-from textrnn.sources import RAW_SCHEMA
-from textrnn.text import Normalisation
+from textrnn.normalisation import Normalisation
+from textrnn.raw_batch import RAW_SCHEMA
 
 LABELS = ("neg", "pos")
 

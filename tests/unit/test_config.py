@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -47,16 +49,49 @@ def test_repo_params_yaml_sets_every_key_of_every_section():
 
 
 def test_tiny_profile_loads_with_small_settings():
-    tiny = load_params(TINY_YAML)
+    tiny = load_params(PARAMS_YAML, profile=TINY_YAML)
     assert tiny.ingest.max_rows_per_file > 0
     assert tiny.train.epochs == 1
     assert tiny.model.hidden_size < load_params(PARAMS_YAML).model.hidden_size
 
 
-def test_tiny_profile_has_the_same_keys_as_params_yaml():
-    full = yaml.safe_load(PARAMS_YAML.read_text(encoding="utf-8"))
-    tiny = yaml.safe_load(TINY_YAML.read_text(encoding="utf-8"))
-    assert {s: sorted(v) for s, v in tiny.items()} == {s: sorted(v) for s, v in full.items()}
+def test_the_tiny_overlay_gives_every_value_its_full_copy_gave():
+    """tests/profiles/tiny.yaml was a full copy of params.yaml until it became an overlay of the values
+    that differ. Laid over params.yaml it gives, field by field, what the copy gave (recorded with the
+    params.yaml of then in tiny.before-overlay.json); a default params.yaml has changed since, and tiny
+    does not set, follows params.yaml, as an overlay should."""
+    before = json.loads((REPO / "tests" / "profiles" / "tiny.before-overlay.json").read_text(encoding="utf-8"))
+    overlay = yaml.safe_load(TINY_YAML.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(dataclasses.asdict(load_params(PARAMS_YAML))))
+    merged = json.loads(json.dumps(dataclasses.asdict(load_params(PARAMS_YAML, profile=TINY_YAML))))
+    for section, values in before["tiny.yaml"].items():
+        for key, old in values.items():
+            changed_since = now[section][key] != before["params.yaml"][section][key]
+            expected = now[section][key] if changed_since and key not in overlay.get(section, {}) else old
+            assert merged[section][key] == expected, f"{section}.{key}"
+
+
+def test_a_profile_holds_only_what_it_changes_and_names_itself_in_errors(tmp_path):
+    profile = tmp_path / "small.yaml"
+    profile.write_text("train:\n  epochs: 2\n", encoding="utf-8")
+    params = load_params(PARAMS_YAML, profile=profile)
+    assert params.train.epochs == 2
+    assert params.train.batch_size == load_params(PARAMS_YAML).train.batch_size  # the rest: params.yaml's
+    assert load_params(PARAMS_YAML, {"train.epochs": 5}, profile=profile).train.epochs == 5  # overrides last
+    profile.write_text("train:\n  epoch: 2\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"small.yaml: unknown key\(s\) \['train.epoch'\]"):
+        load_params(PARAMS_YAML, profile=profile)
+    profile.write_text("trainer:\n  epochs: 2\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"small.yaml: unknown section"):
+        load_params(PARAMS_YAML, profile=profile)
+
+
+def test_the_cli_lays_a_profile_over_the_params_file():
+    from textrnn.cli import build_parser, load_from_args
+
+    args = build_parser().parse_args(["stage", "vocab", "--params", str(PARAMS_YAML), "--profile", str(TINY_YAML),
+                                      "--set", "train.epochs=4"])
+    assert load_from_args(args) == load_params(PARAMS_YAML, {"train.epochs": 4}, profile=TINY_YAML)
 
 
 def test_empty_file_gives_the_dataclass_defaults(tmp_path):
@@ -196,7 +231,7 @@ def test_parse_override_parses_the_value_as_yaml():
 
 def test_parse_override_reads_exponent_notation_as_a_number():
     key, value = parse_override("train.lr=1e-3")
-    assert load_params(TINY_YAML, {key: value}).train.lr == 0.001
+    assert load_params(PARAMS_YAML, {key: value}, profile=TINY_YAML).train.lr == 0.001
 
 
 @pytest.mark.parametrize("text", ["train.epochs", "epochs=3"])
@@ -206,7 +241,7 @@ def test_parse_override_without_section_or_value_is_rejected(text):
 
 
 def test_override_replaces_one_value_and_keeps_the_rest():
-    base = load_params(TINY_YAML)
+    base = load_params(PARAMS_YAML, profile=TINY_YAML)
     params = load_params(TINY_YAML, dict([parse_override("train.epochs=3")]))
     assert params.train.epochs == 3
     assert params.train.batch_size == base.train.batch_size
@@ -215,25 +250,25 @@ def test_override_replaces_one_value_and_keeps_the_rest():
 
 def test_override_goes_through_the_same_validation():
     with pytest.raises(ParamsError, match="train.batch_size"):
-        load_params(TINY_YAML, {"train.batch_size": 0})
+        load_params(PARAMS_YAML, {"train.batch_size": 0}, profile=TINY_YAML)
     with pytest.raises(ParamsError, match="train.epoch"):
-        load_params(TINY_YAML, {"train.epoch": 3})
+        load_params(PARAMS_YAML, {"train.epoch": 3}, profile=TINY_YAML)
     with pytest.raises(ParamsError, match="model.cell"):
-        load_params(TINY_YAML, {"model.cell": "rnn"})
+        load_params(PARAMS_YAML, {"model.cell": "rnn"}, profile=TINY_YAML)
 
 
 def test_override_of_a_new_section_key_is_validated():
     with pytest.raises(ParamsError, match="unknown section"):
-        load_params(TINY_YAML, {"nosuch.key": 1})
+        load_params(PARAMS_YAML, {"nosuch.key": 1}, profile=TINY_YAML)
 
 
 def test_override_without_a_key_is_rejected():
     with pytest.raises(ParamsError, match="expected section.key=value"):
-        load_params(TINY_YAML, {"train": 3})
+        load_params(PARAMS_YAML, {"train": 3}, profile=TINY_YAML)
 
 
 def test_sections_are_frozen():
-    params = load_params(TINY_YAML)
+    params = load_params(PARAMS_YAML, profile=TINY_YAML)
     with pytest.raises(AttributeError):
         params.train.epochs = 9  # type: ignore[misc]
 

@@ -16,8 +16,8 @@ import pytest
 from textrnn.explain import unit_spans
 from textrnn.explain_report import top_tokens
 from textrnn.io import read_folder
+from textrnn.normalisation import Normalisation
 from textrnn.predict import Predictor
-from textrnn.text import Normalisation
 from textrnn.vocab import PAD, UNK, Vocabulary
 
 

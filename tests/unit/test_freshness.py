@@ -7,15 +7,17 @@ from pathlib import Path
 
 from textrnn.config import load_params
 from textrnn.freshness import outputs_fresh, record_outputs, stage_key
-from textrnn.sources import record_source
+from textrnn.source_record import record_source
 
 REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "profiles" / "tiny.yaml"
+PARAMS = REPO / "params.yaml"  # the tiny profile is laid over it
 
 
 def _csv_params(tmp_path: Path):
     source = tmp_path / "reviews.csv"
     source.write_text("text,label\n很好,pos\n太差,neg\n", encoding="utf-8")
-    params = load_params(REPO / "tests" / "profiles" / "tiny.yaml")
+    params = load_params(PARAMS, profile=TINY)
     return dataclasses.replace(params, ingest=dataclasses.replace(params.ingest, source=str(source))), source
 
 

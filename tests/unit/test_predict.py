@@ -15,9 +15,9 @@ import pytest
 
 from textrnn.data import EncodedSplit
 from textrnn.io import read_folder
+from textrnn.normalisation import normalise
 from textrnn.predict import Prediction, Predictor
 from textrnn.predict_io import read_texts, write_predictions
-from textrnn.text import normalise
 
 TEXTS = ["这本书太好了，非常喜欢", "质量太差，不推荐", "一般般"]
 CLI = Path(sys.executable).with_name("textrnn")

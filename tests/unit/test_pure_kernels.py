@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import textrnn.text as text_module
 from textrnn import _kernels as compiled
 from textrnn import pure_kernels as pure
-from textrnn.text import Normalisation, normalise, tokenise, truncate
+from textrnn import tokenisation, utf8
+from textrnn.normalisation import Normalisation, normalise, truncate
+from textrnn.tokenisation import tokenise
 from textrnn.vocab import PAD, UNK, UNK_ID, Vocabulary
 
 review_text = st.lists(st.one_of(
@@ -28,12 +29,12 @@ review_text = st.lists(st.one_of(
 
 def _ids_by(kernels, texts: pa.StringArray, vocab: Vocabulary, max_len: int):
     """`text.token_ids`' call of encode_rows, made on the given kernel module."""
-    data, offsets = text_module.utf8_buffers(texts)
+    data, offsets = utf8.utf8_buffers(texts)
     table = vocab.word_table
     slots = compiled.word_table(table.data, table.offsets) if kernels is compiled else pure.word_table(None, None)
     ids = np.empty(int(np.minimum(np.diff(offsets), max_len).sum()), np.int32)
     row_offsets, unknowns = kernels.encode_rows(
-        data, offsets, text_module._character_classes(), text_module._SEPARATOR, text_module._WORD, vocab.point_ids,
+        data, offsets, tokenisation._character_classes(), tokenisation._SEPARATOR, tokenisation._WORD, vocab.point_ids,
         table.data, table.offsets, table.ids, slots, max_len, UNK_ID, ids)
     return ids[:row_offsets[-1]].tolist(), row_offsets.tolist(), unknowns
 
@@ -56,11 +57,11 @@ def test_pure_token_ids_equal_the_compiled_ones(texts, keep, max_len, start):
 @given(texts=st.lists(review_text, min_size=1, max_size=8), every_span=st.booleans())
 def test_pure_token_spans_and_their_strings_equal_the_compiled_ones(texts, every_span):
     normalised = normalise(pa.array(texts, pa.string()), Normalisation())
-    args = (*text_module.utf8_buffers(normalised), text_module._character_classes(), text_module._SEPARATOR,
-            text_module._WORD, every_span)
+    args = (*utf8.utf8_buffers(normalised), tokenisation._character_classes(), tokenisation._SEPARATOR,
+            tokenisation._WORD, every_span)
     pure_spans, compiled_spans = pure.token_spans(*args), compiled.token_spans(*args)
     assert [a.tolist() for a in pure_spans] == [a.tolist() for a in compiled_spans]
-    data = text_module.utf8_buffers(normalised)[0]
+    data = utf8.utf8_buffers(normalised)[0]
     starts, ends = compiled_spans[3], compiled_spans[4]
     assert [a.tolist() for a in pure.gather_spans(data, starts, ends)] == [
         a.tolist() for a in compiled.gather_spans(data, starts, ends)]
@@ -72,7 +73,7 @@ def test_pure_splice_rows_equals_the_compiled_one(rows, data):
     chosen = sorted(data.draw(st.sets(st.integers(0, len(rows) - 1))))
     replacement = data.draw(st.lists(st.text(max_size=6), min_size=len(chosen), max_size=len(chosen)))
     old, new = pa.array(rows, pa.string()), pa.array(replacement, pa.string())
-    args = (*text_module.utf8_buffers(old), np.array(chosen, np.int64), *text_module.utf8_buffers(new))
+    args = (*utf8.utf8_buffers(old), np.array(chosen, np.int64), *utf8.utf8_buffers(new))
     (pure_bytes, pure_offsets), (bytes_, offsets) = pure.splice_rows(*args), compiled.splice_rows(*args)
     assert pure_bytes.tobytes() == bytes_.tobytes()
     assert pure_offsets.tolist() == offsets.tolist()
@@ -111,7 +112,8 @@ PREDICTOR_TEXTS = ["这本书太好了，我很喜欢！", "质量太差 3.5 分
 @pytest.mark.parametrize("texts", [PREDICTOR_TEXTS])
 def test_normalise_and_encode_in_pure_mode_equal_the_compiled_path(texts):
     # The whole tokeniser path of `Predictor.encode`, run in a process where the fallback is in use.
-    code = ("import json, sys; import pyarrow as pa; from textrnn.text import normalise, truncate, Normalisation;"
+    code = ("import json, sys; import pyarrow as pa;"
+            "from textrnn.normalisation import normalise, truncate, Normalisation;"
             "from textrnn.vocab import Vocabulary, encode; texts = json.loads(sys.argv[1]);"
             "v = Vocabulary(tokens=tuple(json.loads(sys.argv[2])), normalisation=Normalisation(), jieba=False,"
             " max_len=8); n = truncate(normalise(pa.array(texts, pa.string()), v.normalisation), 1000);"

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textrnn.config import IngestParams
-from textrnn.sources import RAW_SCHEMA, SourceError, iter_source
+from textrnn.raw_batch import RAW_SCHEMA
+from textrnn.readers import SourceError
+from textrnn.sources import iter_source
 
 
 def read_all(source: str | Path, **kwargs) -> list[dict]:
@@ -77,9 +79,9 @@ def test_csv_invalid_utf8_in_a_field_becomes_bad_utf8_with_null_text(tmp_path):
 def test_csv_bad_bytes_after_the_first_segment_keep_every_row_once_in_order(workers, tmp_path, monkeypatch):
     """The segments before the bad one are parsed by Arrow, the per-row reader takes over at the first
     record after them: the rows are what the per-row reader gives for the whole file."""
-    from textrnn import sources
+    from textrnn import readers
 
-    monkeypatch.setattr(sources, "_BLOCK", 64)  # many segments
+    monkeypatch.setattr(readers, "_BLOCK", 64)  # many segments
     lines = [f'"评论 {i}, 很好\n第二行",{"pos" if i % 3 else "neg"}\n'.encode() for i in range(300)]
     lines[200] = b"broken \xff bytes,neg\n"
     path = write(tmp_path / "late.csv", b"text,label\n" + b"".join(lines))
@@ -88,7 +90,7 @@ def test_csv_bad_bytes_after_the_first_segment_keep_every_row_once_in_order(work
     assert [r["error"] for r in rows] == [None] * 200 + ["bad_utf8"] + [None] * 99
     assert [r["text"] for r in rows[:3]] == ["评论 0, 很好\n第二行", "评论 1, 很好\n第二行", "评论 2, 很好\n第二行"]
     assert rows[299]["text"] == "评论 299, 很好\n第二行" and rows[299]["label"] == "pos"
-    monkeypatch.setattr(sources, "_BLOCK", 1 << 24)  # one segment: all of it per row
+    monkeypatch.setattr(readers, "_BLOCK", 1 << 24)  # one segment: all of it per row
     assert read_all(path, workers=workers) == rows
 
 
@@ -285,7 +287,7 @@ def test_paced_input_holds_a_read_beyond_its_allowance_until_released():
     import io
     import threading
 
-    from textrnn.sources import PacedInput
+    from textrnn.paced_input import PacedInput
 
     paced = PacedInput(io.BytesIO(b"x" * 64), block_size=16, blocks_ahead=1, stall_seconds=600)
     assert paced.read(16) == b"x" * 16  # within the allowance
@@ -365,9 +367,9 @@ class CountingThreads(ThreadPoolExecutor):
 def test_readers_work_in_the_callers_pool_when_given_one(name, tmp_path, monkeypatch):
     """ingest shares its writing threads with the readers: their parsing (CSV) or UTF-8 check (JSONL) runs
     in the pool passed, and the rows are those read with threads of the reader's own."""
-    from textrnn import lenient, sources
+    from textrnn import lenient, readers
 
-    monkeypatch.setattr(sources, "_BLOCK", 64)  # many CSV segments
+    monkeypatch.setattr(readers, "_BLOCK", 64)  # many CSV segments
     monkeypatch.setattr(lenient, "BLOCK", 64)  # many UTF-8 pieces
     texts = [f"评论 {i}, 很好" for i in range(100)]
     if name.endswith(".csv"):
@@ -386,7 +388,7 @@ def test_readers_work_in_the_callers_pool_when_given_one(name, tmp_path, monkeyp
 def test_repeated_values_are_slices_of_runs_built_once_per_size_class():
     """A batch's source and label columns are `value` n times, exactly, whatever n and in whatever order
     values and sizes come; a run built for a size class serves every smaller batch without a rebuild."""
-    from textrnn.sources import _run_of, repeated
+    from textrnn.raw_batch import _run_of, repeated
 
     _run_of.cache_clear()
     for n in (0, 1, 2, 3, 5, 64, 65, 1000, 3, 1024, 1025):
@@ -398,3 +400,18 @@ def test_repeated_values_are_slices_of_runs_built_once_per_size_class():
     before = _run_of.cache_info().misses
     assert repeated("pos", 900).to_pylist() == ["pos"] * 900  # 1024's run, already built
     assert _run_of.cache_info().misses == before
+
+
+def test_a_relative_source_is_the_projects_not_the_working_directorys(tmp_path, monkeypatch):
+    from textrnn.io import file_md5
+    from textrnn.source_record import source_fingerprint
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "reviews.csv").write_text("text,label\n很好,pos\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # the process runs elsewhere, as on a Dask worker
+    p = IngestParams(source="data/reviews.csv")
+    rows = pa.Table.from_batches(list(iter_source(p, root=project)), RAW_SCHEMA)
+    assert rows.column("text").to_pylist() == ["很好"]
+    # the record names the file as the project does, whatever the working directory
+    assert source_fingerprint(p, project) == {"data/reviews.csv": file_md5(project / "data" / "reviews.csv")}

@@ -1,4 +1,5 @@
-"""textrnn.text: normalisation (NFKC, HTML, placeholders, case, control chars) and tokenisation."""
+"""The text modules: textrnn.normalisation (NFKC, HTML, placeholders, case, control chars), textrnn.nfkc,
+textrnn.tokenisation, textrnn.utf8 and textrnn.code_point_tables."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import textrnn.text as text_module
-from textrnn.text import EMAIL_TOKEN, NUM_TOKEN, URL_TOKEN, Normalisation, normalise, tokenise, truncate
+from textrnn import code_point_tables, normalisation, tokenisation, utf8
+from textrnn import nfkc as nfkc_module
+from textrnn.normalisation import EMAIL_TOKEN, NUM_TOKEN, URL_TOKEN, Normalisation, normalise, truncate
+from textrnn.tokenisation import tokenise
 
 DEFAULT = Normalisation()
 OFF = Normalisation(nfkc=False, lowercase=False, strip_html=False, placeholders=False)
@@ -225,7 +228,7 @@ numeric_text = st.text(alphabet=st.one_of(
 def test_number_pattern_matches_what_the_backslash_d_spelling_matches(texts):
     # The pattern spells digits [0-9] because RE2 runs that faster; \d is the documented definition.
     array = pa.array(texts, pa.string())
-    assert pc.replace_substring_regex(array, text_module._NUMBER, "<n>").equals(
+    assert pc.replace_substring_regex(array, normalisation._NUMBER, "<n>").equals(
         pc.replace_substring_regex(array, r"\b\d+(?:[.,]\d+)*\b", "<n>"))
 
 
@@ -240,8 +243,8 @@ def test_the_space_pass_changes_only_rows_where_its_trigger_is_found(texts):
     # normalise runs the pass only on rows that hold its trigger (a run of spaces or a control character),
     # which is exact only if the pass leaves every other row as it was.
     array = pa.array(texts, pa.string())
-    replaced = pc.replace_substring_regex(array, text_module._SPACE_OR_CONTROL_RUN, " ")
-    triggered = pc.match_substring_regex(array, text_module._SPACE_RUN_OR_CONTROL)
+    replaced = pc.replace_substring_regex(array, normalisation._SPACE_OR_CONTROL_RUN, " ")
+    triggered = pc.match_substring_regex(array, normalisation._SPACE_RUN_OR_CONTROL)
     for before, after, found in zip(texts, replaced.to_pylist(), triggered.to_pylist(), strict=True):
         assert found or after == before
 
@@ -258,7 +261,7 @@ def every_code_point() -> list[str]:
 def test_nfkc_equals_utf8proc_for_every_code_point_between_any_neighbours(before, after):
     # Every character alone, and between full-width forms (mapped by numpy) or a Hangul syllable.
     array = pa.array([before + c + after for c in every_code_point()], pa.string())
-    assert text_module.nfkc(array).equals(utf8proc_nfkc(array))
+    assert nfkc_module.nfkc(array).equals(utf8proc_nfkc(array))
 
 
 def test_characters_that_compose_with_the_one_before_always_take_the_utf8proc_path():
@@ -268,7 +271,7 @@ def test_characters_that_compose_with_the_one_before_always_take_the_utf8proc_pa
                if len(parts) == 2 and not parts[0].startswith("<")}
     seconds |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul vowels and trailing consonants
     array = pa.array([chr(p) for p in sorted(seconds)], pa.string())
-    assert pc.all(pc.match_substring_regex(array, text_module._nfkc_needs_utf8proc())).as_py()
+    assert pc.all(pc.match_substring_regex(array, nfkc_module._nfkc_needs_utf8proc())).as_py()
 
 
 nfkc_text = st.text(alphabet=st.one_of(
@@ -280,7 +283,7 @@ nfkc_text = st.text(alphabet=st.one_of(
 @given(texts=st.lists(st.one_of(st.none(), nfkc_text), min_size=1, max_size=8), start=st.integers(0, 3))
 def test_nfkc_equals_utf8proc_on_any_text_and_slice(texts, start):
     array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
-    assert text_module.nfkc(array).equals(utf8proc_nfkc(array))
+    assert nfkc_module.nfkc(array).equals(utf8proc_nfkc(array))
 
 
 trigger_text = st.lists(st.one_of(
@@ -293,10 +296,10 @@ trigger_text = st.lists(st.one_of(
 @given(texts=st.lists(st.one_of(st.none(), trigger_text), min_size=1, max_size=8), start=st.integers(0, 3))
 def test_rows_holding_a_byte_are_the_rows_a_regex_search_finds(texts, start):
     array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
-    for byte_ranges, pattern in ((text_module._HTML_BYTES, "[<&]"), (text_module._URL_BYTES, "[:wW]"),
-                                 (text_module._EMAIL_BYTES, "@"), (text_module._DIGIT_BYTES, "[0-9]")):
+    for byte_ranges, pattern in ((normalisation._HTML_BYTES, "[<&]"), (normalisation._URL_BYTES, "[:wW]"),
+                                 (normalisation._EMAIL_BYTES, "@"), (normalisation._DIGIT_BYTES, "[0-9]")):
         expected = pc.fill_null(pc.match_substring_regex(array, pattern), False).to_numpy(zero_copy_only=False)
-        assert text_module._rows_holding(array, byte_ranges).tolist() == expected.tolist()
+        assert normalisation._rows_holding(array, byte_ranges).tolist() == expected.tolist()
 
 
 @settings(max_examples=300, deadline=None)
@@ -310,16 +313,16 @@ def test_replace_rows_gives_what_replace_with_mask_gives(texts, start, picks, re
     mask = np.array(picks[:len(array)], bool)
     replacement = pa.array(replacements[:int(mask.sum())], pa.string())
     expected = pc.replace_with_mask(array, pa.array(mask), replacement)
-    assert text_module.replace_rows(array, np.flatnonzero(mask), replacement).equals(expected)
+    assert utf8.replace_rows(array, np.flatnonzero(mask), replacement).equals(expected)
 
 
 def normalise_by_definition(texts: pa.Array) -> pa.Array:
     """Every pass of the default normalisation over every row, as the passes are defined."""
-    out = text_module._strip_html(utf8proc_nfkc(texts))
-    for pattern, token in ((text_module._URL, URL_TOKEN), (text_module._EMAIL, EMAIL_TOKEN),
-                           (text_module._NUMBER, NUM_TOKEN)):
+    out = normalisation._strip_html(utf8proc_nfkc(texts))
+    for pattern, token in ((normalisation._URL, URL_TOKEN), (normalisation._EMAIL, EMAIL_TOKEN),
+                           (normalisation._NUMBER, NUM_TOKEN)):
         out = pc.replace_substring_regex(out, pattern, f" {token} ")
-    out = pc.replace_substring_regex(pc.utf8_lower(out), text_module._SPACE_OR_CONTROL_RUN, " ")
+    out = pc.replace_substring_regex(pc.utf8_lower(out), normalisation._SPACE_OR_CONTROL_RUN, " ")
     return pc.utf8_trim_whitespace(out)
 
 
@@ -345,17 +348,17 @@ def test_the_compiled_pass_gives_what_the_arrow_passes_give_for_any_settings(tex
     # The compiled pass normalises the rows without HTML, URL, e-mail or a character needing utf8proc;
     # the Arrow passes, which normalise the other rows, are the reference for every row.
     array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
-    assert normalise(array, s).equals(text_module._normalise_with_arrow(array, s))
+    assert normalise(array, s).equals(normalisation._normalise_with_arrow(array, s))
 
 
 def test_the_compiled_pass_takes_the_common_rows():
     # Chinese reviews with numbers, full-width punctuation and upper case; no row is left to Arrow.
     texts = pa.array(["这个手机１２３元，Very GOOD！", "第2.5版  很好\t", "ÉTÉ 3,5 kg"], pa.string())
-    tables = text_module._normalisation_tables()
-    flags = text_module.kernels.NFKC | text_module.kernels.LOWERCASE | text_module.kernels.PLACEHOLDERS
-    _, _, status = text_module.kernels.normalise_common(
-        text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.ones(3, bool), flags, *tables)
-    assert (status == text_module.kernels.DONE).all()
+    tables = normalisation._normalisation_tables()
+    flags = normalisation.kernels.NFKC | normalisation.kernels.LOWERCASE | normalisation.kernels.PLACEHOLDERS
+    _, _, status = normalisation.kernels.normalise_common(
+        utf8.utf8_bytes(texts), utf8.utf8_row_offsets(texts), np.ones(3, bool), flags, *tables)
+    assert (status == normalisation.kernels.DONE).all()
     assert normalise(texts, DEFAULT).to_pylist() == ["这个手机 xxnum 元,very good!", "第 xxnum 版 很好", "été xxnum kg"]
 
 
@@ -363,12 +366,12 @@ def test_rows_with_a_character_needing_utf8proc_take_its_nfkc_then_the_compiled_
     # '…' is NFKC's '...', '①' its '1' (a number then), 'ﬁ' its 'fi'; 'www…' becomes 'www...', where a
     # URL can start: that row goes on to the Arrow passes. Every row must equal the Arrow passes' result.
     texts = pa.array(["等了很久…终于到了", "第①名", "ﬁne", "www…", "<b>…</b>", None], pa.string())
-    tables = text_module._normalisation_tables()
-    _, _, status = text_module.kernels.normalise_common(
-        text_module._utf8_bytes(texts), text_module._row_offsets(texts), np.array([True] * 5 + [False]),
+    tables = normalisation._normalisation_tables()
+    _, _, status = normalisation.kernels.normalise_common(
+        utf8.utf8_bytes(texts), utf8.utf8_row_offsets(texts), np.array([True] * 5 + [False]),
         15, *tables)
-    assert status.tolist() == [text_module.kernels.NFKC_FIRST] * 4 + [text_module.kernels.LEFT_TO_ARROW, 0]
-    assert normalise(texts, DEFAULT).equals(text_module._normalise_with_arrow(texts, DEFAULT))
+    assert status.tolist() == [normalisation.kernels.NFKC_FIRST] * 4 + [normalisation.kernels.LEFT_TO_ARROW, 0]
+    assert normalise(texts, DEFAULT).equals(normalisation._normalise_with_arrow(texts, DEFAULT))
     assert normalise(texts, DEFAULT).to_pylist()[:3] == ["等了很久...终于到了", "第 xxnum 名", "fine"]
 
 
@@ -383,7 +386,7 @@ def test_a_build_of_the_kernels_older_than_their_source_is_refused(tmp_path):
 
 
 def test_code_point_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
-    monkeypatch.setattr(text_module, "_TABLES_DIR", tmp_path)
+    monkeypatch.setattr(code_point_tables, "_TABLES_DIR", tmp_path)
     builds = []
 
     def _sample():
@@ -394,7 +397,7 @@ def test_code_point_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path
         builds.append(2)
         return np.arange(3, dtype=np.uint8)
 
-    pair, single = text_module._remembered(_sample), text_module._remembered(_single)
+    pair, single = code_point_tables.once_per_installation(_sample), code_point_tables.once_per_installation(_single)
     first, alone = pair(), single()
     for remembered in (pair, single):
         remembered.cache_clear()  # a new process: from the files
@@ -409,8 +412,8 @@ def test_code_point_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path
 
 
 def test_the_kept_tables_equal_the_tables_asked_of_the_engines_now():
-    for remembered in (text_module._normalisation_tables, text_module._character_classes,
-                       text_module._nfkc_allowed_points):
+    for remembered in (normalisation._normalisation_tables, tokenisation._character_classes,
+                       nfkc_module.nfkc_allowed_points):
         fresh, kept = remembered.__wrapped__.__wrapped__(), remembered()
         for a, b in zip(fresh if isinstance(fresh, tuple) else (fresh,), kept if isinstance(kept, tuple) else (kept,)):
             assert a.dtype == b.dtype and np.array_equal(a, b)

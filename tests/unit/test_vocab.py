@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textrnn.text import (
-    WORD_CODE_BASE,
-    Normalisation,
-    TokenCodes,
-    load_token_codes,
-    save_token_codes,
-    token_codes,
-    tokenise,
-)
+from textrnn.normalisation import Normalisation
+from textrnn.tokenisation import WORD_CODE_BASE, TokenCodes, load_token_codes, save_token_codes, token_codes, tokenise
 from textrnn.vocab import (
     PAD,
     PAD_ID,

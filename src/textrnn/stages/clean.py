@@ -39,8 +39,8 @@ from textrnn.cleaning import (
 )
 from textrnn.config import CleanParams
 from textrnn.io import atomic_dir, list_shards, read_json, read_shard, shard_name, write_json_into, write_table
+from textrnn.normalisation import Normalisation, prepare_normaliser
 from textrnn.parallel import given_or_new, in_order, runs_in_this_process
-from textrnn.text import Normalisation, prepare_normaliser
 
 log = logging.getLogger(__name__)
 

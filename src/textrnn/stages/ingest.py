@@ -11,18 +11,20 @@ import pyarrow.compute as pc
 from textrnn.config import IngestParams
 from textrnn.io import atomic_dir, shard_name, write_json_into, write_table
 from textrnn.parallel import in_order, make_executor
-from textrnn.sources import RAW_SCHEMA, iter_source
+from textrnn.raw_batch import RAW_SCHEMA
+from textrnn.sources import iter_source
 
 log = logging.getLogger(__name__)
 
 
-def run(out: Path, p: IngestParams) -> dict:
-    """Stream the source into `out/part-*.parquet` (one shard per `p.chunk_rows` rows) and `out/stats.json`."""
+def run(out: Path, p: IngestParams, root: Path = Path(".")) -> dict:
+    """Stream the source into `out/part-*.parquet` (one shard per `p.chunk_rows` rows) and `out/stats.json`.
+    A relative `p.source` is read from the project folder `root`."""
     rows, shards, labels = 0, 0, set()
     with atomic_dir(out) as tmp, make_executor("thread", p.workers) as pool:
         # One pool for the readers' parsing and the shards' writing: threads for the cores, not for each
         # task (two pools had twice the threads taking turns on the GIL and the cores: a quarter more CPU time).
-        batches = enumerate(_regroup(iter_source(p, pool), p.chunk_rows))
+        batches = enumerate(_regroup(iter_source(p, pool, root), p.chunk_rows))
         writes = (pool.submit(_write_shard, tmp / shard_name(i), batch) for i, batch in batches)
         for shard_rows, shard_labels in in_order(writes, window=p.workers + 1):  # (one queued: as the parses)
             labels.update(shard_labels)

@@ -20,15 +20,9 @@ from textrnn.cleaning import SPLITS
 from textrnn.config import VocabParams
 from textrnn.data import EncodedChunk, EncodedPart, join_encoded_parts, write_encoded_part, write_encoded_split
 from textrnn.io import atomic_dir, list_shards, read_json, read_shard, single_array, write_json_into
+from textrnn.normalisation import Normalisation
 from textrnn.parallel import in_order, make_executor
-from textrnn.text import (
-    Normalisation,
-    TokenCodes,
-    load_token_codes,
-    prepare_tokeniser,
-    save_token_codes,
-    token_codes,
-)
+from textrnn.tokenisation import TokenCodes, load_token_codes, prepare_tokeniser, save_token_codes, token_codes
 from textrnn.vocab import TokenCounter, Vocabulary, encode_codes, encode_texts, select_tokens
 
 log = logging.getLogger(__name__)
