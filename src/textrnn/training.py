@@ -291,9 +291,11 @@ def _restore_rng_states(states: dict, device: torch.device) -> None:
     rank, size = world()
     if len(states["torch"]) != size:
         raise ValueError(f"saved training state is for {len(states['torch'])} processes, this run has {size}")
-    torch.set_rng_state(states["torch"][rank])
+    # A row of the stacked states is a view into it: torch's setters read it from its storage's start (and
+    # crash on a view with an offset), so each gets a copy of its own.
+    torch.set_rng_state(states["torch"][rank].clone())
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"][rank], device)
+        torch.cuda.set_rng_state(states["cuda"][rank].clone(), device)
 
 
 def load_verified(path: Path) -> dict:
