@@ -288,9 +288,7 @@ def _gathered_rng_states(device: torch.device, size: int) -> dict:
 
 
 def _restore_rng_states(states: dict, device: torch.device) -> None:
-    rank, size = world()
-    if len(states["torch"]) != size:
-        raise ValueError(f"saved training state is for {len(states['torch'])} processes, this run has {size}")
+    rank = world()[0]
     # A row of the stacked states is a view into it: torch's setters read it from its storage's start (and
     # crash on a view with an offset), so each gets a copy of its own.
     torch.set_rng_state(states["torch"][rank].clone())
@@ -343,6 +341,10 @@ def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler, de
     if payload.get("fingerprint") != fingerprint:
         log.info("%s: saved state is for other inputs or params; starting from scratch", path)
         return FitState()
+    saved_by, size = len(payload["rng"]["torch"]), world()[1]
+    if saved_by != size:  # train.nproc is in the fingerprint: only a torchrun started by hand gets here
+        raise ValueError(f"{path}: training state saved by {saved_by} processes, this run has {size}; run with "
+                         f"{saved_by} processes to resume it, or delete it to start over")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

@@ -295,3 +295,14 @@ def test_resume_mid_epoch_gives_the_same_weights_as_a_straight_run(splits, tmp_p
                        for row in straight.history]
     assert resumed.position == straight.position
     assert_same_tensors(state_weights(tmp_path / "straight.pt"), state_weights(tmp_path / "resumed.pt"))
+
+
+def test_a_state_saved_by_another_number_of_processes_is_refused_naming_the_file(splits, tmp_path):
+    train, val = splits
+    params = dataclasses.replace(PARAMS, max_steps=2)
+    fit(CFG, train, val, params, tmp_path / "state.pt", "fp")
+    payload = torch.load(tmp_path / "state.pt", weights_only=True)
+    payload["rng"] = {name: torch.cat([state, state]) for name, state in payload["rng"].items()}  # as 2 ranks
+    torch.save(payload, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"state\.pt: training state saved by 2 processes, this run has 1"):
+        fit(CFG, train, val, params, tmp_path / "state.pt", "fp")
