@@ -157,6 +157,10 @@ class TrainParams:
     teacher_weight: float = 0.5  # share of the loss that is KL to the teacher (the rest: cross-entropy)
     teacher_folds: int = 5  # cross-fitting: each train row's soft target comes from a fold that left it out
     teacher_tokens: int = 1_000_000  # token budget of the teacher's fits (rows beyond it get the folds' mean)
+    max_tokens: int = 0  # stop once this many real (non-pad) training tokens are consumed; 0 = no budget
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no budget
+    eval_every_tokens: int = 0  # validate, early-stop and save the resumable state this often; 0 = each epoch
+    val_max_rows: int = 20_000  # validate on a fixed seeded sample of this many val rows; 0 = all rows
 
     def validate(self) -> None:
         _check_range("train.epochs", self.epochs, low=1)
@@ -172,6 +176,10 @@ class TrainParams:
         _check_range("train.teacher_weight", self.teacher_weight, low=0.0, high=1.0)
         _check_range("train.teacher_folds", self.teacher_folds, low=2)
         _check_range("train.teacher_tokens", self.teacher_tokens, low=1)
+        _check_range("train.max_tokens", self.max_tokens, low=0)
+        _check_range("train.max_steps", self.max_steps, low=0)
+        _check_range("train.eval_every_tokens", self.eval_every_tokens, low=0)
+        _check_range("train.val_max_rows", self.val_max_rows, low=0)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,18 @@ from torch import nn
 from tqdm import tqdm
 
 from textrnn.config import TrainParams
-from textrnn.data import EncodedSplit, bucketed_batches, padding_fraction, sequential_batches
+from textrnn.data import EncodedSplit, padding_fraction, sequential_batches
 from textrnn.io import atomic_file
 from textrnn.model import ModelConfig, RNNClassifier
+from textrnn.training_plan import Position, TrainingPlan, validation_sample
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_s",
-               "padding_fraction", "seconds")
+# One row per validation: `step` counts them (1, 2, ...), `epoch` is how far training had come (2.25: a
+# quarter into the third epoch; whole numbers when validating once per epoch), `tokens` the real training
+# tokens consumed by then.
+LOG_COLUMNS = ("step", "epoch", "tokens", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr",
+               "tokens_per_s", "padding_fraction", "seconds")
 
 
 def configure_torch(seed: int, threads: int) -> None:
@@ -68,10 +72,21 @@ def to_tensors(split: EncodedSplit, rows: np.ndarray, device: torch.device):
 def train_epoch(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray], optimizer, scheduler,
                 loss_fn, grad_clip: float, device: torch.device, desc: str = "train") -> tuple[float, float]:
     """One pass over `batches`; returns (mean loss, tokens per second)."""
+    loss_sum, rows, tokens, seconds = train_steps(model, split, batches, optimizer, scheduler, loss_fn, grad_clip,
+                                                  device, desc)
+    return loss_sum / max(1, rows), tokens / max(seconds, 1e-9)
+
+
+def train_steps(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray], optimizer, scheduler,
+                loss_fn, grad_clip: float, device: torch.device, desc: str = "train",
+                first: int = 0, total: int | None = None) -> tuple[float, int, int, float]:
+    """One optimizer step per batch; returns (summed loss over rows, rows, tokens, seconds). `first` and
+    `total` place the batches within their epoch for the progress bar."""
     model.train()
     total_loss = torch.zeros((), device=device)  # summed on the device: no sync per step
     tokens, start = 0, time.perf_counter()
-    bar = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False, mininterval=1.0)
+    bar = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False, mininterval=1.0, initial=first,
+               total=total if total is not None else len(batches))
     for step, rows in enumerate(bar, 1):
         ids, lengths, labels = to_tensors(split, rows, device)
         optimizer.zero_grad(set_to_none=True)
@@ -85,8 +100,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches: list[np.ndarray]
         tokens += int(split.offsets[rows + 1].sum() - split.offsets[rows].sum())
         if step % 25 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
-    seconds = time.perf_counter() - start
-    return total_loss.item() / max(1, sum(len(b) for b in batches)), tokens / max(seconds, 1e-9)
+    return total_loss.item(), sum(len(b) for b in batches), tokens, time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -111,14 +125,23 @@ def evaluate_loss(model: nn.Module, split: EncodedSplit, batch_size: int, device
 
 @dataclass
 class FitState:
-    """Everything needed to continue training after a kill, saved after every epoch."""
+    """Everything needed to continue training after a kill, saved after every validation."""
 
-    epoch: int = 0
+    position: Position = field(default_factory=Position)
     best_f1: float = -1.0
-    best_epoch: int = 0
-    stale_epochs: int = 0
+    best_step: int = 0  # the validation (log step) with the best val macro-F1
+    stale: int = 0  # validations since the best one (early stopping counts these)
     best_state: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        """Whole epochs done."""
+        return self.position.epoch
+
+    @property
+    def best_row(self) -> dict:
+        return self.history[self.best_step - 1] if self.best_step else {}
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -129,11 +152,13 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams, state_path: Path,
         fingerprint: str, embedding_init: np.ndarray | None = None, teacher_log_probs: np.ndarray | None = None,
-        on_epoch: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
-    """Train with early stopping on validation macro-F1; resumes from `state_path` if it matches
-    `fingerprint` (a digest of the inputs and params). `embedding_init` [vocab, embedding_dim] replaces the
-    random embedding (pre-trained vectors); `teacher_log_probs` [train rows, classes] are soft targets.
-    `on_epoch(history)` runs on rank 0 after each epoch's state is saved (the live log)."""
+        on_validation: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
+    """Train with early stopping on validation macro-F1 until the epochs or a budget (`p.max_tokens`,
+    `p.max_steps`) run out, validating once per epoch or every `p.eval_every_tokens` tokens; resumes from
+    `state_path` if it matches `fingerprint` (a digest of the inputs and params), at the very batch it was
+    saved after. `embedding_init` [vocab, embedding_dim] replaces the random embedding (pre-trained
+    vectors); `teacher_log_probs` [train rows, classes] are soft targets. `on_validation(history)` runs on
+    rank 0 after each validation's state is saved (the live log)."""
     configure_torch(p.seed, p.threads)
     device = pick_device(p.device)
     rank, size = world()
@@ -143,37 +168,65 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
     model = model.to(device)
     train_model = nn.parallel.DistributedDataParallel(model) if size > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / p.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(steps_per_epoch * p.epochs,
-                                                                          p.warmup_fraction))
+    plan = TrainingPlan(train.lengths, p, size)
+    total_steps = plan.total_steps()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(total_steps, p.warmup_fraction))
     weight = class_weights(np.asarray(train.labels), cfg.num_classes).to(device) if p.class_weights else None
     loss_fn = distillation_loss(weight, teacher_log_probs, p.teacher_weight, device)
     # The saved state is only valid for the same data, model and training params.
     fingerprint = hashlib.sha256(json.dumps([fingerprint, cfg.to_dict(), asdict(p)], sort_keys=True).encode()
                                  ).hexdigest()
-    state = load_fit_state(state_path, fingerprint, model, optimizer, scheduler)
-    lengths = train.lengths
-    while state.epoch < p.epochs and state.stale_epochs < p.patience:
-        epoch = state.epoch + 1
-        # The data order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same order.
-        batches = bucketed_batches(lengths, p.batch_size, np.random.default_rng([p.seed, epoch]), p.bucket_size)
-        start = time.perf_counter()
-        train_loss, tokens_per_s = train_epoch(train_model, train, shard_batches(batches, rank, size), optimizer,
-                                               scheduler, loss_fn, p.grad_clip, device,
-                                               desc=f"epoch {epoch}/{p.epochs}")
-        scores = evaluate_loss(model, val, p.batch_size * 4, device)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"],
-               "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
-               "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s,
-               "padding_fraction": padding_fraction(lengths, batches), "seconds": time.perf_counter() - start}
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+    state = load_fit_state(state_path, fingerprint, model, optimizer, scheduler, device)
+    val = validation_sample(val, p.val_max_rows, p.seed)
+    log.info("train: %d steps planned, validation on %d rows %s", total_steps, len(val),
+             f"every {p.eval_every_tokens:,} tokens" if p.eval_every_tokens else "after each epoch")
+    since = _Interval(plan.lengths)  # training since the last validation
+    while not plan.finished(state.position) and state.stale < p.patience:
+        segment = plan.next_segment(state.position)
+        batches = plan.batches(segment.epoch)[segment.start:segment.end]
+        since.add(train_steps(train_model, train, shard_batches(batches, rank, size), optimizer, scheduler, loss_fn,
+                              p.grad_clip, device, f"epoch {segment.epoch}/{p.epochs}", segment.start,
+                              len(plan.batches(segment.epoch))), batches, plan.tokens_of(segment))
+        state.position = plan.advance(state.position, segment, validated=segment.validate)
+        if not segment.validate:
+            continue
+        row = since.row(len(state.history) + 1, plan.epochs_done(state.position), state.position.tokens,
+                        evaluate_loss(model, val, p.batch_size * 4, device), scheduler.get_last_lr()[0])
+        log.info("step %d (epoch %s, %d tokens): %s", row["step"], row["epoch"], row["tokens"],
+                 {k: round(v, 4) for k, v in row.items() if k not in ("step", "epoch", "tokens")})
         _advance(state, model, row)  # every process evaluated the same weights: same decision everywhere
+        rng = _gathered_rng_states(device, size)  # every process takes part, rank 0 saves
         if rank == 0:
-            save_fit_state(state_path, fingerprint, state, model, optimizer, scheduler)
-            if on_epoch is not None:
-                on_epoch(state.history)
+            save_fit_state(state_path, fingerprint, state, model, optimizer, scheduler, rng)
+            if on_validation is not None:
+                on_validation(state.history)
+        since = _Interval(plan.lengths)
     model.load_state_dict(state.best_state)
     return model, state
+
+
+class _Interval:
+    """Training between two validations (one process's share): its loss, rows, the tokens of the global
+    batches, the time since it began, and the padding of its batches."""
+
+    def __init__(self, lengths: np.ndarray):
+        self.lengths, self.batches = lengths, []
+        self.loss_sum, self.rows, self.tokens, self.seconds = 0.0, 0, 0, 0.0
+        self.started = time.perf_counter()
+
+    def add(self, trained: tuple[float, int, int, float], batches: list[np.ndarray], tokens: int) -> None:
+        loss_sum, rows, _, seconds = trained
+        self.loss_sum, self.rows, self.seconds = self.loss_sum + loss_sum, self.rows + rows, self.seconds + seconds
+        self.tokens += tokens
+        self.batches.extend(batches)
+
+    def row(self, step: int, epoch: float, tokens: int, scores: dict, lr: float) -> dict:
+        return {"step": step, "epoch": int(epoch) if float(epoch).is_integer() else round(epoch, 4),
+                "tokens": tokens, "train_loss": self.loss_sum / max(1, self.rows), "val_loss": scores["loss"],
+                "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"], "lr": lr,
+                "tokens_per_s": self.tokens / max(self.seconds, 1e-9),
+                "padding_fraction": padding_fraction(self.lengths, self.batches),
+                "seconds": time.perf_counter() - self.started}
 
 
 def distillation_loss(weight: torch.Tensor | None, teacher_log_probs: np.ndarray | None, teacher_weight: float,
@@ -210,13 +263,37 @@ def shard_batches(batches: list[np.ndarray], rank: int, size: int) -> list[np.nd
 
 
 def _advance(state: FitState, model: nn.Module, row: dict) -> None:
-    state.epoch = row["epoch"]
     state.history.append(row)
     if row["val_macro_f1"] > state.best_f1:
-        state.best_f1, state.best_epoch, state.stale_epochs = row["val_macro_f1"], row["epoch"], 0
+        state.best_f1, state.best_step, state.stale = row["val_macro_f1"], row["step"], 0
         state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
-        state.stale_epochs += 1
+        state.stale += 1
+
+
+def _gathered_rng_states(device: torch.device, size: int) -> dict:
+    """Every process's random-number state (dropout draws from it), [processes, state bytes] per
+    generator, so that each process continues its own stream after a resume."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if size == 1:
+        return {name: state[None] for name, state in states.items()}
+    gathered = {}
+    for name, state in states.items():
+        parts = [torch.empty_like(state) for _ in range(size)]
+        torch.distributed.all_gather(parts, state)
+        gathered[name] = torch.stack(parts)
+    return gathered
+
+
+def _restore_rng_states(states: dict, device: torch.device) -> None:
+    rank = world()[0]
+    # A row of the stacked states is a view into it: torch's setters read it from its storage's start (and
+    # crash on a view with an offset), so each gets a copy of its own.
+    torch.set_rng_state(states["torch"][rank].clone())
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"][rank].clone(), device)
 
 
 def load_verified(path: Path) -> dict:
@@ -233,12 +310,12 @@ def load_verified(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def save_fit_state(path: Path, fingerprint: str, state: FitState, model, optimizer, scheduler) -> None:
+def save_fit_state(path: Path, fingerprint: str, state: FitState, model, optimizer, scheduler, rng: dict) -> None:
     payload = {
-        "fingerprint": fingerprint, "epoch": state.epoch, "best_f1": state.best_f1,
-        "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs, "best_state": state.best_state,
-        "history": state.history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+        "fingerprint": fingerprint, "epoch": state.epoch, "position": asdict(state.position),
+        "best_f1": state.best_f1, "best_step": state.best_step, "stale": state.stale,
+        "best_state": state.best_state, "history": state.history, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
     }
     _save_atomic(payload, path)
 
@@ -252,7 +329,7 @@ def _save_atomic(payload: dict, path: Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler) -> FitState:
+def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler, device: torch.device) -> FitState:
     """The saved state if it belongs to this exact run (same inputs and params), else a fresh start."""
     if not path.exists():
         return FitState()
@@ -264,14 +341,19 @@ def load_fit_state(path: Path, fingerprint: str, model, optimizer, scheduler) ->
     if payload.get("fingerprint") != fingerprint:
         log.info("%s: saved state is for other inputs or params; starting from scratch", path)
         return FitState()
+    saved_by, size = len(payload["rng"]["torch"]), world()[1]
+    if saved_by != size:  # train.nproc is in the fingerprint: only a torchrun started by hand gets here
+        raise ValueError(f"{path}: training state saved by {saved_by} processes, this run has {size}; run with "
+                         f"{saved_by} processes to resume it, or delete it to start over")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["torch_rng"])
-    log.info("resuming after epoch %d from %s", payload["epoch"], path)
-    return FitState(epoch=payload["epoch"], best_f1=payload["best_f1"], best_epoch=payload["best_epoch"],
-                    stale_epochs=payload["stale_epochs"], best_state=payload["best_state"],
-                    history=payload["history"])
+    _restore_rng_states(payload["rng"], device)
+    position = Position(**payload["position"])
+    log.info("resuming after epoch %d, batch %d (%d steps, %d tokens) from %s", position.epoch, position.batch,
+             position.steps, position.tokens, path)
+    return FitState(position=position, best_f1=payload["best_f1"], best_step=payload["best_step"],
+                    stale=payload["stale"], best_state=payload["best_state"], history=payload["history"])
 
 
 def save_checkpoint(path: Path, model: RNNClassifier, vocab_digest: str, labels: list[str], params: dict,

@@ -236,3 +236,73 @@ def test_the_cuda_path_trains_and_matches_cpu_predictions_closely(splits, tmp_pa
     cpu_logits = training.predict_logits(cpu_model, val, 8, torch.device("cpu"))
     gpu_logits = training.predict_logits(gpu_model, val, 8, torch.device("cuda"))
     assert np.abs(cpu_logits - gpu_logits).max() < 0.05
+
+
+def test_a_token_budget_stops_mid_epoch_where_the_schedule_ends(splits, tmp_path):
+    train, val = splits
+    epoch_tokens = int(train.lengths.sum())
+    params = dataclasses.replace(PARAMS, epochs=5, max_tokens=int(epoch_tokens * 1.5))
+    _, state = fit(CFG, train, val, params, tmp_path / "state.pt", "fp")
+    end = state.position
+    assert params.max_tokens <= end.tokens < params.max_tokens + 8 * PARAMS.batch_size  # one batch past at most
+    assert (end.epoch, end.batch) == (1, 2)  # half of the 4 batches of epoch 2
+    assert [row["epoch"] for row in state.history] == [1, 1.5]  # each epoch's end, and the budget's
+    assert [row["tokens"] for row in state.history] == [epoch_tokens, end.tokens]
+    assert state.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine ends with the budget
+
+
+def test_a_step_budget_stops_after_that_many_steps(splits, tmp_path):
+    train, val = splits
+    _, state = fit(CFG, train, val, dataclasses.replace(PARAMS, max_steps=3), tmp_path / "state.pt", "fp")
+    assert (state.position.steps, state.position.epoch, state.position.batch) == (3, 0, 3)
+    assert len(state.history) == 1 and state.history[0]["epoch"] == 0.75
+
+
+def test_patience_counts_validations_every_n_tokens(splits, tmp_path):
+    train, val = splits
+    params = dataclasses.replace(PARAMS, epochs=30, lr=1e-6, patience=2, eval_every_tokens=10)
+    _, state = fit(CFG, train, val, params, tmp_path / "state.pt", "fp")
+    assert len(state.history) == state.best_step + params.patience  # stopped after 2 stale validations
+    assert state.position.epoch < params.epochs
+
+
+def test_resume_mid_epoch_gives_the_same_weights_as_a_straight_run(splits, tmp_path, monkeypatch):
+    train, val = splits
+    epoch_tokens = int(train.lengths.sum())
+    params = dataclasses.replace(PARAMS, epochs=3, eval_every_tokens=int(epoch_tokens * 0.4),
+                                 max_tokens=int(epoch_tokens * 2.6))
+    _, straight = fit(CFG, train, val, params, tmp_path / "straight.pt", "fp")
+    assert any(row["epoch"] != int(row["epoch"]) for row in straight.history)  # it validates mid-epoch
+
+    # Kill the run right after a state saved in the middle of epoch 2 is on disk (the real save runs first).
+    real_save = training.save_fit_state
+
+    def save_then_die(path, fingerprint, state, *args):
+        real_save(path, fingerprint, state, *args)
+        if state.position.epoch == 1 and state.position.batch > 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_fit_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(CFG, train, val, params, tmp_path / "resumed.pt", "fp")
+    monkeypatch.undo()
+    saved = torch.load(tmp_path / "resumed.pt", weights_only=True)["position"]
+    assert saved["epoch"] == 1 and saved["batch"] > 0
+
+    _, resumed = fit(CFG, train, val, params, tmp_path / "resumed.pt", "fp")
+    untimed = [{k: v for k, v in row.items() if k not in ("seconds", "tokens_per_s")} for row in resumed.history]
+    assert untimed == [{k: v for k, v in row.items() if k not in ("seconds", "tokens_per_s")}
+                       for row in straight.history]
+    assert resumed.position == straight.position
+    assert_same_tensors(state_weights(tmp_path / "straight.pt"), state_weights(tmp_path / "resumed.pt"))
+
+
+def test_a_state_saved_by_another_number_of_processes_is_refused_naming_the_file(splits, tmp_path):
+    train, val = splits
+    params = dataclasses.replace(PARAMS, max_steps=2)
+    fit(CFG, train, val, params, tmp_path / "state.pt", "fp")
+    payload = torch.load(tmp_path / "state.pt", weights_only=True)
+    payload["rng"] = {name: torch.cat([state, state]) for name, state in payload["rng"].items()}  # as 2 ranks
+    torch.save(payload, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"state\.pt: training state saved by 2 processes, this run has 1"):
+        fit(CFG, train, val, params, tmp_path / "state.pt", "fp")

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p: ModelParams,
         train_p: TrainParams) -> dict:
-    """Write the best model to `checkpoint` and the per-epoch log to `train_log`; `state` keeps the
-    resumable training state between epochs (a killed run continues from it)."""
+    """Write the best model to `checkpoint` and the log (one row per validation) to `train_log`; `state`
+    keeps the resumable training state, saved at each validation (a killed run continues from it)."""
     if train_p.nproc > 1 and world()[1] == 1:
         return launch_distributed(vocab_dir, checkpoint, train_log, state, model_p, train_p)
     vocab_dir = Path(vocab_dir)
@@ -44,15 +44,17 @@ def run(vocab_dir: Path, checkpoint: Path, train_log: Path, state: Path, model_p
                            embedding_for(vocab.tokens, model_p.pretrained, model_p.embedding_dim, train_p.seed),
                            soft_targets(train, len(labels), train_p, Path(state).with_suffix(".teacher.npz"),
                                         inputs["train"]),
-                           on_epoch=lambda history: write_live_log(Path(train_log), history))
-    best = {"epoch": fit_state.best_epoch, "val_macro_f1": fit_state.best_f1,
-            "epochs_run": fit_state.epoch}
+                           on_validation=lambda history: write_live_log(Path(train_log), history))
+    last = fit_state.history[-1] if fit_state.history else {"epoch": 0, "tokens": 0}
+    best = {"epoch": fit_state.best_row.get("epoch", 0), "step": fit_state.best_step,
+            "tokens": fit_state.best_row.get("tokens", 0), "val_macro_f1": fit_state.best_f1,
+            "epochs_run": last["epoch"], "tokens_run": last["tokens"]}
     if world()[0] != 0:
         return best  # one process (rank 0) writes the outputs
     save_checkpoint(Path(checkpoint), model.cpu(), vocab.digest, labels, params, best)
     write_live_log(Path(train_log), fit_state.history)
-    log.info("train: best epoch %d of %d, val macro-F1 %.4f", best["epoch"], best["epochs_run"],
-             best["val_macro_f1"])
+    log.info("train: best at epoch %s of %s (%d of %d tokens), val macro-F1 %.4f", best["epoch"],
+             best["epochs_run"], best["tokens"], best["tokens_run"], best["val_macro_f1"])
     return best
 
 
@@ -82,20 +84,20 @@ def _fingerprint(inputs: dict[str, str], params: dict) -> str:
 
 
 def write_live_log(folder: Path, history: list[dict]) -> None:
-    """The per-epoch metrics in dvclive's layout — `metrics.json` (the last epoch, with its `step`) and
-    `plots/metrics/<name>.tsv` (`step<TAB>name`, one row per epoch) — which `dvc exp show`, `dvc plots` and
+    """The metrics of each validation in dvclive's layout — `metrics.json` (the last one, with its `step`)
+    and `plots/metrics/<name>.tsv` (`step<TAB>name`, one row per validation) — which `dvc exp show`, `dvc plots` and
     DVC's editor integrations read through dvc.yaml. Written here rather than by dvclive's `Live`, which
     opens the surrounding git repository as a DVC project on start: it fails in a repository without a
-    commit and runs `dvc init` in a git repository that has no DVC. Rewritten whole after each epoch into a
+    commit and runs `dvc init` in a git repository that has no DVC. Rewritten whole after each validation into a
     temporary folder that replaces the old one, so a reader never sees half of it."""
     with atomic_dir(folder) as tmp:
         series = tmp / "plots" / "metrics"
         series.mkdir(parents=True)
         for name in LOG_COLUMNS[1:]:
-            lines = [f"step\t{name}"] + [f"{row['epoch']}\t{_rounded(row[name])}" for row in history]
+            lines = [f"step\t{name}"] + [f"{row['step']}\t{_rounded(row[name])}" for row in history]
             (series / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         last = {name: _rounded(history[-1][name]) for name in LOG_COLUMNS[1:]} if history else {}
-        write_json_into(tmp, "metrics.json", {**last, "step": history[-1]["epoch"] if history else 0})
+        write_json_into(tmp, "metrics.json", {**last, "step": history[-1]["step"] if history else 0})
 
 
 def _rounded(value) -> float:
@@ -103,11 +105,11 @@ def _rounded(value) -> float:
 
 
 def read_live_log(folder: Path) -> list[dict]:
-    """The rows `write_live_log` wrote, one per epoch: {"epoch": n, metric: value, ...}."""
+    """The rows `write_live_log` wrote, one per validation: {"step": n, metric: value, ...}."""
     rows: dict[int, dict] = {}
     for name in LOG_COLUMNS[1:]:
         with open(Path(folder) / "plots" / "metrics" / f"{name}.tsv", encoding="utf-8") as handle:
             for record in csv.DictReader(handle, delimiter="\t"):
                 step = int(record["step"])
-                rows.setdefault(step, {"epoch": step})[name] = float(record[name])
+                rows.setdefault(step, {"step": step})[name] = float(record[name])
     return [rows[step] for step in sorted(rows)]
