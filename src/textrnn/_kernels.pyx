@@ -1,13 +1,13 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """Compiled single-pass loops over a string array's UTF-8 bytes (Cython, built when the package is
 installed): the common rows' normalisation, the cut into tokens and the lookup of their ids, the text
-hash, the small loops of encoding and counting, the dedup index's merge and lookups, where a CSV file's
-records end, and a UTF-8 check in C with AVX2. `textrnn.kernels` is their Python face; see it for why they
+hash, the small loops of encoding and counting, where a CSV file's records end, and a UTF-8 check in C with AVX2. `textrnn.kernels` is their Python face; see it for why they
 exist.
 
 Every loop runs without the GIL on raw pointers into arrays allocated (at their final size, or grown) by
 the Python-level function that calls it. Bounds are not checked: each loop writes only within what its
-caller allocated from a count or a bound, which the comments name.
+caller allocated from a count or a bound, which the comments name. The directives (no bounds checks,
+no negative indices, C division) are setup.py's; `make test-boundscheck` runs the tests on a build
+with the checks on.
 """
 
 import numpy as np
@@ -21,6 +21,12 @@ cdef extern from *:
     const char *TEXTRNN_KERNELS_SOURCE_MD5
 
 SOURCE_MD5 = TEXTRNN_KERNELS_SOURCE_MD5.decode("ascii")
+
+# Set by setup.py: whether this build checks every index (the build `make test-boundscheck` tests).
+cdef extern from *:
+    int TEXTRNN_KERNELS_BOUNDSCHECK
+
+BOUNDS_CHECKED = bool(TEXTRNN_KERNELS_BOUNDSCHECK)
 
 cdef extern from *:
     """
@@ -655,61 +661,6 @@ def count_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const uint8_
         free(w.hashes)
         free(w.slots)
 
-def gather_spans(const uint8_t[::1] data, const int64_t[::1] starts, const int64_t[::1] ends):
-    """The bytes of the spans [starts[i], ends[i]) back to back, and their int64 offsets."""
-    cdef Py_ssize_t i, n = starts.shape[0]
-    offsets = np.zeros(n + 1, np.int64)
-    cdef int64_t[::1] offsets_v = offsets
-    for i in range(n):
-        offsets_v[i + 1] = offsets_v[i] + ends[i] - starts[i]
-    out = np.empty(offsets_v[n], np.uint8)
-    cdef uint8_t[::1] out_v = out
-    cdef int64_t k
-    with nogil:
-        for i in range(n):
-            for k in range(ends[i] - starts[i]):
-                out_v[offsets_v[i] + k] = data[starts[i] + k]
-    return out, offsets
-
-
-def splice_rows(const uint8_t[::1] data, const int64_t[::1] offsets, const int64_t[::1] rows,
-                const uint8_t[::1] new_data, const int64_t[::1] new_offsets):
-    """The string rows (data, offsets) with rows `rows` (ascending) replaced by the rows of (new_data,
-    new_offsets), in order: the bytes and int64 offsets (from 0) of the result. The rows between two
-    replaced ones are copied as one run; the output is allocated at its final size."""
-    cdef Py_ssize_t n = offsets.shape[0] - 1, k = rows.shape[0], i, j
-    cdef int64_t total = offsets[n] - offsets[0] + new_offsets[k] - new_offsets[0]
-    for j in range(k):
-        total -= offsets[rows[j] + 1] - offsets[rows[j]]
-    out = np.empty(total, np.uint8)
-    out_offsets = np.empty(n + 1, np.int64)
-    cdef uint8_t[::1] out_v = out
-    cdef int64_t[::1] out_offsets_v = out_offsets
-    cdef uint8_t *target = _writable_bytes_of(out_v)
-    cdef const uint8_t *source = _bytes_of(data)
-    cdef const uint8_t *new_source = _bytes_of(new_data)
-    cdef int64_t pos = 0, first = 0, stop, run, length
-    with nogil:
-        for j in range(k + 1):
-            stop = rows[j] if j < k else n
-            run = offsets[stop] - offsets[first]  # rows [first, stop): one run of the old bytes
-            for i in range(first, stop):
-                out_offsets_v[i] = pos + offsets[i] - offsets[first]
-            if run:
-                memcpy(target + pos, source + offsets[first], run)
-            pos += run
-            if j == k:
-                break
-            out_offsets_v[stop] = pos
-            length = new_offsets[j + 1] - new_offsets[j]
-            if length:
-                memcpy(target + pos, new_source + new_offsets[j], length)
-            pos += length
-            first = stop + 1
-        out_offsets_v[n] = pos
-    return out, out_offsets
-
-
 ctypedef fused ids_t:
     uint16_t
     int32_t
@@ -925,133 +876,6 @@ def hash_rows(const uint8_t[::1] data, const int64_t[::1] offsets, bytes key):
         for r in range(n):
             hashes_v[r] = _splitmix64_finaliser(_siphash24(base + offsets[r], offsets[r + 1] - offsets[r], k0, k1))
     return hashes
-
-
-ctypedef fused chunk_t:
-    uint8_t
-    uint16_t
-    uint32_t
-
-
-
-def sorted_positions(const uint64_t[::1] haystack, const uint64_t[::1] needles):
-    """`np.searchsorted(haystack, needles)` (the first position whose value is not below each needle) of
-    a sorted haystack, galloping from the last needle's position: ascending needles walk the haystack
-    once, in order, each search a few steps near the last. A needle below the one before searches again
-    from the start, so any order gives the same positions."""
-    cdef Py_ssize_t n = haystack.shape[0], k, lo = 0, hi, bound, mid
-    out = np.empty(needles.shape[0], np.int64)
-    cdef int64_t[::1] positions = out
-    cdef uint64_t key, last = 0
-    with nogil:
-        for k in range(needles.shape[0]):
-            key = needles[k]
-            if key < last:
-                lo = 0
-            last = key
-            # Every value below `lo` is below `key`: gallop to a bound that is not, then bisect up to it.
-            bound = 1
-            while lo + bound <= n and haystack[lo + bound - 1] < key:
-                lo += bound
-                bound *= 2
-            hi = min(lo + bound - 1, n)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if haystack[mid] < key:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            positions[k] = lo
-    return out
-
-cdef inline bint _comes_first(const uint64_t *head, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """Whether run a's next hash (head[a]) is merged before run b's: the lower hash, and for equal ones the
-    earlier run."""
-    return head[a] < head[b] or (head[a] == head[b] and a < b)
-
-
-cdef void _sift(Py_ssize_t *heap, Py_ssize_t size, Py_ssize_t i, const uint64_t *head) noexcept nogil:
-    """Move heap[i] down until neither child comes before it."""
-    cdef Py_ssize_t child, moving = heap[i]
-    while True:
-        child = 2 * i + 1
-        if child >= size:
-            break
-        if child + 1 < size and _comes_first(head, heap[child + 1], heap[child]):
-            child += 1
-        if not _comes_first(head, heap[child], moving):
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = moving
-
-
-def merge_sorted_keys(list hashes, list labels, uint64_t[::1] out_hashes, uint8_t[::1] out_conflict,
-                      chunk_t[::1] out_first, int32_t mixed):
-    """Merge runs of sorted, distinct hashes (run i: hashes[i] with labels[i], in chunk order) into
-    every hash once, in order, with the first run that holds it and whether it is in conflict: labelled
-    `mixed` in some run, or with different labels in two. A heap of the runs' next hashes: one pass, no
-    sort and no copy of the runs. The outputs must have room for all the runs' hashes; returns how many
-    distinct hashes were written."""
-    cdef Py_ssize_t k = len(hashes), i, size = 0, run
-    cdef int64_t total = 0, n = 0
-    cdef const uint64_t[::1] run_hashes
-    cdef const int32_t[::1] run_labels
-    cdef uint64_t x
-    cdef int32_t label, current = 0
-    if len(labels) != k:
-        raise ValueError("one label array per run of hashes")
-    cdef const uint64_t **hp = <const uint64_t **> malloc(max(k, 1) * sizeof(uint64_t *))
-    cdef const int32_t **lp = <const int32_t **> malloc(max(k, 1) * sizeof(int32_t *))
-    cdef int64_t *at = <int64_t *> malloc(max(k, 1) * sizeof(int64_t))
-    cdef int64_t *end = <int64_t *> malloc(max(k, 1) * sizeof(int64_t))
-    cdef Py_ssize_t *heap = <Py_ssize_t *> malloc(max(k, 1) * sizeof(Py_ssize_t))
-    cdef uint64_t *head = <uint64_t *> malloc(max(k, 1) * sizeof(uint64_t))  # each run's next hash
-    try:
-        if not (hp and lp and at and end and heap and head):
-            raise MemoryError()
-        for i in range(k):
-            run_hashes, run_labels = hashes[i], labels[i]  # the caller's lists keep their buffers alive
-            if run_labels.shape[0] != run_hashes.shape[0]:
-                raise ValueError(f"run {i}: {run_hashes.shape[0]} hashes but {run_labels.shape[0]} labels")
-            total += run_hashes.shape[0]
-            at[i], end[i] = 0, run_hashes.shape[0]
-            if end[i]:
-                hp[i], lp[i], head[i] = &run_hashes[0], &run_labels[0], run_hashes[0]
-                heap[size] = i
-                size += 1
-        if out_hashes.shape[0] < total or out_conflict.shape[0] < total or out_first.shape[0] < total:
-            raise ValueError(f"the outputs must have room for {total} hashes")
-        with nogil:
-            for i in range(size // 2 - 1, -1, -1):  # heapify
-                _sift(heap, size, i, head)
-            while size:
-                run = heap[0]
-                x, label = hp[run][at[run]], lp[run][at[run]]
-                if n and out_hashes[n - 1] == x:
-                    if label != current:
-                        current = mixed
-                        out_conflict[n - 1] = 1
-                else:
-                    out_hashes[n], out_first[n], current = x, <chunk_t> run, label
-                    out_conflict[n] = label == mixed
-                    n += 1
-                at[run] += 1
-                if at[run] == end[run]:
-                    size -= 1
-                    heap[0] = heap[size]
-                else:
-                    head[run] = hp[run][at[run]]
-                if size:
-                    _sift(heap, size, 0, head)
-    finally:
-        free(hp)
-        free(lp)
-        free(at)
-        free(end)
-        free(heap)
-        free(head)
-    return n
 
 
 cdef enum:

@@ -193,6 +193,25 @@ class _SpilledKeys:
         return hashes, labels
 
 
+def _merge_runs(runs: list[tuple[np.ndarray, np.ndarray]], hashes: np.ndarray, conflict: np.ndarray,
+                first_chunk: np.ndarray) -> int:
+    """Runs of sorted, distinct (hashes, labels), in chunk order, merged into `hashes`, `conflict` and
+    `first_chunk` (room for all): every hash once, in order, whether it is MIXED or labelled differently
+    in two runs, and the first run that holds it. Returns how many distinct hashes were written."""
+    lengths = [len(h) for h, _ in runs]
+    if sum(lengths) == 0:
+        return 0
+    order = np.argsort(np.concatenate([h for h, _ in runs]), kind="stable")  # equal hashes: the earlier run first
+    merged = np.concatenate([h for h, _ in runs])[order]
+    labels = np.concatenate([lab for _, lab in runs]).astype(np.int32, copy=False)[order]
+    run_of = np.repeat(np.arange(len(runs)), lengths)[order]
+    distinct, label = _collapse_sorted(merged, labels)
+    n = len(distinct)
+    starts = np.flatnonzero(np.concatenate([[True], merged[1:] != merged[:-1]]))
+    hashes[:n], conflict[:n], first_chunk[:n] = distinct, label == MIXED, run_of[starts]
+    return n
+
+
 class DedupIndex:
     """Every distinct text hash once, sorted, with a flag for texts seen under two or more labels and the
     first chunk that holds the text.
@@ -220,7 +239,7 @@ class DedupIndex:
     def _merge(cls, chunks: Sequence[_KeysInMemory | _SpilledKeys], workers: int = 1,
                keys_per_partition: int = 1_000_000) -> DedupIndex:
         """The chunks' keys merged one slice of the hash range (a partition) at a time, `workers` partitions
-        at once in threads (the merge runs outside the GIL). Each partition is merged straight into its own
+        at once in threads (numpy's sort runs outside the GIL). Each partition is merged straight into its own
         stretch of the output, sized by its keys in every chunk; the stretches are then closed up."""
         capacity = sum(chunk.length for chunk in chunks)
         partitions = int(np.clip(max(capacity // keys_per_partition, workers), 1, 256))
@@ -235,8 +254,7 @@ class DedupIndex:
         def merge_partition(part: int) -> int:
             slices = [chunk.slice(lo, hi) for chunk, lo, hi in zip(chunks, cuts[:, part], cuts[:, part + 1])]
             stretch = slice(starts[part], starts[part + 1])
-            return kernels.merge_sorted_keys([h for h, _ in slices], [lab for _, lab in slices], hashes[stretch],
-                                             conflict[stretch].view(np.uint8), first_chunk[stretch], MIXED)
+            return _merge_runs(slices, hashes[stretch], conflict[stretch], first_chunk[stretch])
 
         with make_executor("thread", workers) as pool:
             merged = list(pool.map(merge_partition, range(partitions)))
@@ -267,14 +285,12 @@ class DedupIndex:
         """Reason code per usable row of chunk number `chunk`: KEPT (the first copy), DUPLICATE or
         LABEL_CONFLICT (KEPT for the rows not usable). `by_hash`: `rows_by_hash(hashes, usable)`, if known.
 
-        The rows are looked up in hash order: the searches then walk the index once, in order, each a
-        few steps from the last (`kernels.sorted_positions`, where numpy's binary searches each start
-        from the whole index), and the rows of one text come out next to each other."""
+        The rows are looked up in hash order: the rows of one text come out next to each other."""
         reason = np.zeros(len(hashes), np.uint8)
         rows = rows_by_hash(hashes, usable) if by_hash is None else by_hash
         if len(rows) == 0:
             return reason
-        slots = kernels.sorted_positions(self.hashes, hashes[rows])
+        slots = np.searchsorted(self.hashes, hashes[rows])
         runs = np.flatnonzero(np.concatenate([[True], slots[1:] != slots[:-1]]))  # one run per text
         first_rows, run_slots = np.minimum.reduceat(rows, runs), slots[runs]
         # Kept: the first row of each text in this chunk, if no earlier chunk holds the text.

@@ -1,7 +1,8 @@
 """Compiled single-pass loops over a string array's UTF-8 bytes: the common rows' normalisation, the cut
 into tokens (and, fused with it, their lookup in the vocabulary), the text hash, and the small loops of
-encoding and counting; loops that are not vectorisable either: where a CSV file's records end, the merge
-of the dedup index's sorted runs and its lookups; and a UTF-8 check 32 bytes at a time (AVX2).
+encoding and counting; a loop that is not vectorisable either: where a CSV file's records end; and a UTF-8
+check 32 bytes at a time (AVX2). Each kept its place by saving at least 5% of its stage's time against the
+library call it replaces (bench/kernels.py, docs/kernels.md); `gather_spans` did not, and is numpy's here.
 
 Each pass of Arrow compute (and each numpy step) reads and writes the whole batch once, and normalising
 and tokenising took a dozen such passes. These loops do the same work in one pass per row, with the
@@ -40,8 +41,9 @@ log = logging.getLogger(__name__)
 __all__ = ["COLLAPSIBLE", "CSV_START", "DONE", "FAST_UTF8_CHECK", "LEFT_TO_ARROW", "LOWERCASE", "LOWER_DIFFERS",  # noqa: F822
            "NEEDS_UTF8PROC", "NFKC", "NFKC_FIRST", "PLACEHOLDERS", "SOURCE_MD5", "STRIP_HTML", "TRIMMED",
            "count_codes", "count_rows", "csv_record_ends", "encode_rows", "first_of_each_row", "gather_spans",
-           "hash_rows", "ids_of_codes", "merge_sorted_keys", "normalise_common", "sorted_positions", "splice_rows",
-           "token_spans", "utf8_valid", "word_table"]
+           "hash_rows", "ids_of_codes", "normalise_common", "token_spans", "utf8_valid", "word_table"]
+# Loops measured not to earn a compiled version (under 5% of their stage): always the numpy ones.
+NUMPY_ONLY = ("gather_spans",)
 
 
 def _implementation():
@@ -92,7 +94,7 @@ def _remember_build(module) -> None:
 
 _module, WHY_PURE = _implementation()
 COMPILED = _module is not pure_kernels
-globals().update({name: getattr(_module, name) for name in __all__})
+globals().update({name: getattr(pure_kernels if name in NUMPY_ONLY else _module, name) for name in __all__})
 if not COMPILED:
     log.debug("textrnn.kernels: numpy/Arrow fallback (%s); training stages need `make setup`", WHY_PURE)
 

@@ -2,11 +2,12 @@
 
 `textrnn.kernels` falls back to this module when the extension is not built (an installation on a platform
 with no C compiler, or a wheel without it) or when TEXTRNN_PURE=1. It covers exactly the tokeniser's path:
-normalisation (left whole to the Arrow passes, which define it: `normalisation._normalise_with_arrow`), the
-splice of rows those passes rewrite, and the cut of texts into tokens and token ids. Each function takes and
-returns what its compiled namesake does, and gives the same ids (property tests compare them); the loops are
-numpy passes over the whole batch, never a Python loop per token. The training stages' kernels (hashing,
-counting, CSV scanning) are not here: they raise, naming the install that has them.
+normalisation (left whole to the Arrow passes, which define it: `normalisation._normalise_with_arrow`), and
+the cut of texts into tokens and token ids. `gather_spans` here is the only version (a compiled one saved
+too little to keep). Each function takes and returns what its compiled namesake does, and gives the same
+ids (property tests compare them); the loops are numpy passes over the whole batch, never a Python loop
+per token. The training stages' kernels (hashing, counting, CSV scanning) are not here: they raise, naming
+the install that has them.
 """
 
 from __future__ import annotations
@@ -29,26 +30,6 @@ def normalise_common(data, offsets, valid, flags, traits, lower):
     then normalises them all as `_normalise_with_arrow` does, which is the definition the compiled pass follows."""
     rows = len(offsets) - 1
     return np.zeros(0, np.uint8), np.zeros(rows + 1, np.int64), np.full(rows, LEFT_TO_ARROW, np.uint8)
-
-
-def splice_rows(data, offsets, rows, new_data, new_offsets):
-    """The string rows (data, offsets) with rows `rows` (ascending) replaced by the rows of (new_data,
-    new_offsets), in order: the bytes and int64 offsets (from 0) of the result."""
-    offsets, new_offsets = np.asarray(offsets, np.int64), np.asarray(new_offsets, np.int64)
-    rows = np.asarray(rows, np.int64)
-    old_lengths, new_lengths = np.diff(offsets), np.diff(new_offsets)
-    lengths = old_lengths.copy()
-    lengths[rows] = new_lengths
-    out_offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out_offsets[1:])
-    kept = np.ones(len(lengths), bool)
-    kept[rows] = False
-    out = np.empty(int(out_offsets[-1]), np.uint8)
-    out[_positions(out_offsets[:-1][kept], old_lengths[kept])] = _gather(
-        np.asarray(data, np.uint8), offsets[:-1][kept], old_lengths[kept])
-    out[_positions(out_offsets[:-1][rows], new_lengths)] = _gather(
-        np.asarray(new_data, np.uint8), new_offsets[:-1], new_lengths)
-    return out, out_offsets
 
 
 def encode_rows(data, offsets, classes, separator, word, point_ids, words, word_offsets, word_ids, table,
@@ -198,6 +179,5 @@ def _missing(name: str):
 
 
 # The training stages' kernels: not needed to predict.
-(count_codes, count_rows, csv_record_ends, hash_rows, merge_sorted_keys, sorted_positions, utf8_valid) = (
-    _missing(name) for name in ("count_codes", "count_rows", "csv_record_ends", "hash_rows", "merge_sorted_keys",
-                                "sorted_positions", "utf8_valid"))
+(count_codes, count_rows, csv_record_ends, hash_rows, utf8_valid) = (
+    _missing(name) for name in ("count_codes", "count_rows", "csv_record_ends", "hash_rows", "utf8_valid"))

@@ -1,13 +1,11 @@
 """Arrow string arrays as UTF-8 buffers and back, for the compiled passes and numpy: the bytes and row
-offsets of an array (no copy), arrays built on numpy buffers, code points, and rows spliced in place."""
+offsets of an array (no copy), arrays built on numpy buffers, code points, and rows replaced."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from textrnn import kernels
 
 
 def utf8_buffers(texts: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,19 +50,10 @@ def from_row_0(texts: pa.StringArray) -> pa.StringArray:
 
 
 def replace_rows(texts: pa.StringArray, rows: np.ndarray, replacement: pa.Array) -> pa.StringArray:
-    """`texts` with its rows `rows` (ascending) replaced by the rows of `replacement`, in order, as
-    `pc.replace_with_mask` does. Where `texts` holds these rows and `replacement` no null, in one compiled
-    pass into an output of its final size: Arrow's builder grows its output by doubling, each time copying
-    what it holds into fresh memory (a 100k-row shard with 1,674 rows replaced: 1.3 ms against 4.3 ms,
-    warm; in clean, Arrow's took ~5% of the CPU time on 200 MB, with the page faults of its growth)."""
-    if replacement.null_count or texts.null_count and not pc.all(texts.take(rows).is_valid()).as_py():
-        mask = np.zeros(len(texts), bool)
-        mask[rows] = True
-        return pc.replace_with_mask(texts, pa.array(mask), replacement)
-    texts = from_row_0(texts)
-    data, offsets = kernels.splice_rows(*utf8_buffers(texts), rows.astype(np.int64, copy=False),
-                                        *utf8_buffers(replacement.cast(pa.string())))
-    return string_array(len(texts), offsets, data, texts.buffers()[0], texts.null_count)
+    """`texts` with its rows `rows` (ascending) replaced by the rows of `replacement`, in order."""
+    mask = np.zeros(len(texts), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(texts, pa.array(mask), replacement.cast(texts.type))
 
 
 def strings_of_code_points(points: np.ndarray) -> pa.StringArray:

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textrnn import kernels
 from textrnn.cleaning import (
     _HASH_KEY,
     MIXED,
@@ -250,18 +249,6 @@ def test_dedup_from_the_rows_in_hash_order_the_map_step_saved_decides_the_same(t
     assert (index.decide(0, hashes, label_ids >= 0, by_hash.astype(np.int32)).tolist()
             == index.decide(0, hashes, label_ids >= 0).tolist())
 
-
-
-@settings(max_examples=200, deadline=None)
-@given(haystack=st.lists(st.integers(0, 60), max_size=40), needles=st.lists(st.integers(0, 64), max_size=30),
-       ascending=st.booleans(), top=st.booleans())
-def test_galloping_positions_equal_numpys_binary_searches(haystack, needles, ascending, top):
-    # The dedup index looks each chunk's hashes up by galloping from the last position; ascending or not,
-    # with repeats and values past either end, the positions are searchsorted's.
-    shift = np.uint64(2**64 - 128) if top else np.uint64(0)  # values near the top of the uint64 range too
-    hay = np.sort(np.array(haystack, np.uint64)) + shift
-    keys = np.array(sorted(needles) if ascending else needles, np.uint64) + shift
-    assert kernels.sorted_positions(hay, keys).tolist() == np.searchsorted(hay, keys).tolist()
 
 
 def test_dedup_decisions_do_not_depend_on_the_order_chunks_are_decided_in(tmp_path):

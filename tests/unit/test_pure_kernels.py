@@ -63,20 +63,9 @@ def test_pure_token_spans_and_their_strings_equal_the_compiled_ones(texts, every
     assert [a.tolist() for a in pure_spans] == [a.tolist() for a in compiled_spans]
     data = utf8.utf8_buffers(normalised)[0]
     starts, ends = compiled_spans[3], compiled_spans[4]
-    assert [a.tolist() for a in pure.gather_spans(data, starts, ends)] == [
-        a.tolist() for a in compiled.gather_spans(data, starts, ends)]
-
-
-@settings(max_examples=200, deadline=None)
-@given(rows=st.lists(st.text(max_size=6), min_size=1, max_size=10), data=st.data())
-def test_pure_splice_rows_equals_the_compiled_one(rows, data):
-    chosen = sorted(data.draw(st.sets(st.integers(0, len(rows) - 1))))
-    replacement = data.draw(st.lists(st.text(max_size=6), min_size=len(chosen), max_size=len(chosen)))
-    old, new = pa.array(rows, pa.string()), pa.array(replacement, pa.string())
-    args = (*utf8.utf8_buffers(old), np.array(chosen, np.int64), *utf8.utf8_buffers(new))
-    (pure_bytes, pure_offsets), (bytes_, offsets) = pure.splice_rows(*args), compiled.splice_rows(*args)
-    assert pure_bytes.tobytes() == bytes_.tobytes()
-    assert pure_offsets.tolist() == offsets.tolist()
+    gathered, offsets = pure.gather_spans(data, starts, ends)  # (the only version: none is compiled)
+    assert [gathered[a:b].tobytes() for a, b in zip(offsets[:-1], offsets[1:])] == [
+        data[a:b].tobytes() for a, b in zip(starts, ends)]
 
 
 @settings(max_examples=100, deadline=None)

@@ -302,20 +302,6 @@ def test_rows_holding_a_byte_are_the_rows_a_regex_search_finds(texts, start):
         assert normalisation._rows_holding(array, byte_ranges).tolist() == expected.tolist()
 
 
-@settings(max_examples=300, deadline=None)
-@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=6)), min_size=1, max_size=10), start=st.integers(0, 3),
-       picks=st.lists(st.booleans(), min_size=10, max_size=10),
-       replacements=st.lists(st.one_of(st.none(), st.text(max_size=6)), min_size=10, max_size=10))
-def test_replace_rows_gives_what_replace_with_mask_gives(texts, start, picks, replacements):
-    # Nulls on either side, a sliced array, no row, some rows or every row replaced: the compiled splice
-    # (or, where nulls decide, Arrow's replace_with_mask) gives Arrow's result.
-    array = pa.array(texts, pa.string()).slice(min(start, len(texts)))
-    mask = np.array(picks[:len(array)], bool)
-    replacement = pa.array(replacements[:int(mask.sum())], pa.string())
-    expected = pc.replace_with_mask(array, pa.array(mask), replacement)
-    assert utf8.replace_rows(array, np.flatnonzero(mask), replacement).equals(expected)
-
-
 def normalise_by_definition(texts: pa.Array) -> pa.Array:
     """Every pass of the default normalisation over every row, as the passes are defined."""
     out = normalisation._strip_html(utf8proc_nfkc(texts))
