@@ -21,11 +21,11 @@ _TABLE_SOURCES = ("code_point_tables.py", "utf8.py", "nfkc.py", "normalisation.p
 
 
 def once_per_installation(build):
-    """`build`'s tables, asked of the engines once per installation rather than once per process (0.1-0.2 s
-    each, in every stage process): saved beside this module in __pycache__, as bytecode is, under a key of
-    all they depend on (the text modules' source, the compiled kernels' source, the pyarrow and numpy versions, Python's
-    Unicode database). A file that cannot be read is built again; where the folder cannot be written, the
-    tables are built each time."""
+    """`build`'s tables, asked of the engines once per installation rather than once per process (a
+    noticeable start-up cost in every stage process): saved beside this module in __pycache__, as
+    bytecode is, under a key of all they depend on (the text modules' source, the compiled kernels'
+    source, the pyarrow and numpy versions, Python's Unicode database). A file that cannot be read is
+    built again; where the folder cannot be written, the tables are built each time."""
 
     @functools.cache
     @functools.wraps(build)
