@@ -86,7 +86,9 @@ def headline(project: Path) -> str:
     metrics = json.loads((project / "metrics" / "metrics.json").read_text(encoding="utf-8"))
     seen = (f", baseline saw {metrics['baseline_train_rows']:,} of {metrics['train_rows']:,} train rows"
             if "baseline_train_rows" in metrics else "")
-    return (f"test accuracy RNN {metrics['test_accuracy']:.4f}, "
+    return (f"val accuracy RNN {metrics['val_accuracy']:.4f}, "
+            f"baseline {metrics.get('baseline_val_accuracy', float('nan')):.4f}; "
+            f"test accuracy RNN {metrics['test_accuracy']:.4f}, "
             f"baseline {metrics.get('baseline_test_accuracy', float('nan')):.4f}{seen}")
 
 
