@@ -115,23 +115,30 @@ def calibration_rows(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> l
 
 
 def baseline_pipeline(ngram_max: int, c: float, seed: int) -> Pipeline:
-    """TF-IDF character 1..n-grams + logistic regression (unfitted): the classical reference for the RNN,
-    and the distillation teacher (textrnn.teacher)."""
-    return Pipeline([
-        ("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(1, ngram_max), sublinear_tf=True,
-                                  min_df=2, dtype=np.float32)),
-        ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
-    ])
+    """TF-IDF character 1..n-grams + logistic regression (unfitted): the classical reference for the RNN;
+    the distillation teacher (textrnn.teacher) uses the same two parts."""
+    return Pipeline([("tfidf", tfidf_features(ngram_max)), ("lr", logistic_regression(c, seed))])
+
+
+def tfidf_features(ngram_max: int) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer="char", ngram_range=(1, ngram_max), sublinear_tf=True, min_df=2,
+                           dtype=np.float32)
+
+
+def logistic_regression(c: float, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=2000, random_state=seed)
 
 
 def train_baseline(texts: list[str], labels: np.ndarray, ngram_max: int, c: float, seed: int) -> Pipeline:
     return baseline_pipeline(ngram_max, c, seed).fit(texts, labels)
 
 
-def full_proba(model, texts: list[str], num_classes: int) -> np.ndarray:
-    """predict_proba padded to every class (a class absent from the model's fit gets probability 0)."""
-    probs = np.zeros((len(texts), num_classes))
-    probs[:, model.classes_] = model.predict_proba(texts)
+def full_proba(model, inputs, num_classes: int) -> np.ndarray:
+    """predict_proba padded to every class (a class absent from the model's fit gets probability 0);
+    `inputs` are texts for a pipeline or a feature matrix for a bare classifier."""
+    found = model.predict_proba(inputs)
+    probs = np.zeros((len(found), num_classes))
+    probs[:, model.classes_] = found
     return probs
 
 

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from textrnn.data import EncodedSplit, padding_fraction, sequential_batches
 from textrnn.io import atomic_file
 from textrnn.model import ModelConfig, RNNClassifier
 from textrnn.training_plan import Position, TrainingPlan, validation_sample
+
+if TYPE_CHECKING:  # teacher imports training (world); only the type is needed here
+    from textrnn.teacher import SoftTargets
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +155,13 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams, state_path: Path,
-        fingerprint: str, embedding_init: np.ndarray | None = None, teacher_log_probs: np.ndarray | None = None,
+        fingerprint: str, embedding_init: np.ndarray | None = None, teacher: SoftTargets | None = None,
         on_validation: Callable[[list[dict]], None] | None = None) -> tuple[RNNClassifier, FitState]:
     """Train with early stopping on validation macro-F1 until the epochs or a budget (`p.max_tokens`,
     `p.max_steps`) run out, validating once per epoch or every `p.eval_every_tokens` tokens; resumes from
     `state_path` if it matches `fingerprint` (a digest of the inputs and params), at the very batch it was
     saved after. `embedding_init` [vocab, embedding_dim] replaces the random embedding (pre-trained
-    vectors); `teacher_log_probs` [train rows, classes] are soft targets. `on_validation(history)` runs on
+    vectors); `teacher` holds the soft targets of the train rows the plan reaches. `on_validation(history)` runs on
     rank 0 after each validation's state is saved (the live log)."""
     configure_torch(p.seed, p.threads)
     device = pick_device(p.device)
@@ -172,7 +176,7 @@ def fit(cfg: ModelConfig, train: EncodedSplit, val: EncodedSplit, p: TrainParams
     total_steps = plan.total_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(total_steps, p.warmup_fraction))
     weight = class_weights(np.asarray(train.labels), cfg.num_classes).to(device) if p.class_weights else None
-    loss_fn = distillation_loss(weight, teacher_log_probs, p.teacher_weight, device)
+    loss_fn = distillation_loss(weight, teacher, p.teacher_weight, device)
     # The saved state is only valid for the same data, model and training params.
     fingerprint = hashlib.sha256(json.dumps([fingerprint, cfg.to_dict(), asdict(p)], sort_keys=True).encode()
                                  ).hexdigest()
@@ -229,18 +233,19 @@ class _Interval:
                 "seconds": time.perf_counter() - self.started}
 
 
-def distillation_loss(weight: torch.Tensor | None, teacher_log_probs: np.ndarray | None, teacher_weight: float,
+def distillation_loss(weight: torch.Tensor | None, teacher: SoftTargets | None, teacher_weight: float,
                       device: torch.device):
     """loss(logits, labels, rows): cross-entropy on the labels, mixed with the KL divergence from the
     teacher's distribution over the same rows (Hinton et al.; Tang et al., 2019) when there is a teacher."""
     hard = nn.CrossEntropyLoss(weight=weight)
-    if teacher_log_probs is None or teacher_weight == 0:
+    if teacher is None or teacher_weight == 0:
         return lambda logits, labels, rows: hard(logits, labels)
-    teacher = torch.from_numpy(np.asarray(teacher_log_probs, dtype=np.float32)).to(device)  # [N, C]
+    soft_targets = torch.from_numpy(np.asarray(teacher.log_probs, dtype=np.float32)).to(device)  # [rows, C]
 
     def loss(logits: torch.Tensor, labels: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        soft = nn.functional.kl_div(torch.log_softmax(logits, dim=1), teacher[torch.from_numpy(rows).to(device)],
-                                    reduction="batchmean", log_target=True)
+        targets = soft_targets[torch.from_numpy(teacher.positions(rows)).to(device)]
+        soft = nn.functional.kl_div(torch.log_softmax(logits, dim=1), targets, reduction="batchmean",
+                                    log_target=True)
         return (1 - teacher_weight) * hard(logits, labels) + teacher_weight * soft
 
     return loss

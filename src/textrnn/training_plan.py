@@ -87,6 +87,14 @@ class TrainingPlan:
             budget -= int(cumulative[-1]) if len(cumulative) else 0
         return steps
 
+    def rows_reached(self) -> np.ndarray:
+        """Sorted indices of the train rows the run trains on if it does not stop early: every row unless
+        a budget ends it within the first epoch (then the rows of the batches before that point)."""
+        steps, first = self.total_steps(), self.batches(1)
+        if steps >= len(first) or not first:
+            return np.arange(len(self.lengths), dtype=np.int64)
+        return np.unique(np.concatenate(first[:steps])).astype(np.int64)
+
     def finished(self, at: Position) -> bool:
         """True when the epochs or a budget are used up (early stopping is decided by the caller)."""
         p = self.p
